@@ -1,0 +1,1 @@
+"""REST API (Klein) over the telemetry database. Filled in by the API issue."""

@@ -1,0 +1,1 @@
+"""Command-line tools: the ``tmq`` command and its subcommands."""
