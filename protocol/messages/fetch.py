@@ -8,9 +8,12 @@ response); 9 adds ``current_leader_epoch`` (KIP-320); 10 allows zstd; 11 adds ``
 
 from __future__ import annotations
 
+import struct
+
+from ..fastwire import I32, I64, pack_string
 from ..schema import INT8, INT16, INT32, INT64, RECORDS, STRING, Array, Field, Message
 
-__all__ = ["FetchRequest", "FetchResponse"]
+__all__ = ["FetchRequest", "FetchResponse", "encode_fetch_response"]
 
 FetchRequest = Message(
     "FetchRequest",
@@ -80,3 +83,74 @@ FetchResponse = Message(
         ),
     ),
 )
+
+
+# Fast path. A Fetch response is built for every fetch, usually around megabytes of records;
+# construct's build would be slow and would copy the records. ``encode_fetch_response`` packs the
+# envelope with struct and returns the records as they were given (e.g. memoryviews of file
+# reads), ready for ``transport.writeSequence``. tests/protocol/test_fastpaths.py holds it to the
+# declaration above.
+
+_V4_HEAD = struct.Struct(">i")
+_V7_HEAD = struct.Struct(">ihi")
+_PARTITION_HEAD = struct.Struct(">ihq")
+_ABORTED = struct.Struct(">qq")
+_NULL_ARRAY = b"\xff\xff\xff\xff"
+
+
+def encode_fetch_response(response: dict, version: int) -> list[bytes | memoryview]:
+    """Encode a Fetch response body as a list of chunks whose concatenation equals
+    ``FetchResponse.build(response, version)``; record blobs are passed through uncopied.
+
+    Fields with declared defaults may be left out, as with ``Message.build``.
+
+    :raises ProtocolError: unknown version.
+    """
+    FetchResponse.check_version(version)
+    chunks: list[bytes | memoryview] = []
+    out = bytearray()
+    if version >= 7:
+        out += _V7_HEAD.pack(
+            response.get("throttle_time_ms", 0),
+            response.get("error_code", 0),
+            response.get("session_id", 0),
+        )
+    else:
+        out += _V4_HEAD.pack(response.get("throttle_time_ms", 0))
+    topics = response["responses"]
+    out += I32.pack(len(topics))
+    for topic in topics:
+        pack_string(out, topic["topic"])
+        partitions = topic["partitions"]
+        out += I32.pack(len(partitions))
+        for partition in partitions:
+            out += _PARTITION_HEAD.pack(
+                partition["partition_index"],
+                partition.get("error_code", 0),
+                partition["high_watermark"],
+            )
+            out += I64.pack(partition.get("last_stable_offset", -1))
+            if version >= 5:
+                out += I64.pack(partition.get("log_start_offset", -1))
+            aborted = partition.get("aborted_transactions")
+            if aborted is None:
+                out += _NULL_ARRAY
+            else:
+                out += I32.pack(len(aborted))
+                for transaction in aborted:
+                    out += _ABORTED.pack(transaction["producer_id"], transaction["first_offset"])
+            if version >= 11:
+                out += I32.pack(partition.get("preferred_read_replica", -1))
+            records = partition.get("records")
+            if records is None:
+                out += _NULL_ARRAY
+                continue
+            size = memoryview(records).nbytes
+            out += I32.pack(size)
+            if size:
+                chunks.append(bytes(out))
+                chunks.append(records)
+                out = bytearray()
+    if out:
+        chunks.append(bytes(out))
+    return chunks
