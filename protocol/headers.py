@@ -29,10 +29,12 @@ from .types import TaggedFields
 __all__ = [
     "RequestHeader",
     "RequestHeaderSchema",
+    "ResponseHeader",
     "ResponseHeaderSchema",
     "encode_request_header",
     "encode_response_header",
     "read_request_header",
+    "read_response_header",
 ]
 
 RequestHeaderSchema = Message(
@@ -96,6 +98,30 @@ def read_request_header(frame: bytes | memoryview) -> tuple[RequestHeader, int]:
     if request_header_version(api_key, api_version) >= 2:
         tagged_fields, position = _read_tags(frame, position)
     return RequestHeader(api_key, api_version, correlation_id, client_id, tagged_fields), position
+
+
+class ResponseHeader(NamedTuple):
+    """A decoded response header; ``tagged_fields`` is empty for header v0."""
+
+    correlation_id: int
+    tagged_fields: dict
+
+
+def read_response_header(
+    frame: bytes | memoryview, api_key: int, api_version: int
+) -> tuple[ResponseHeader, int]:
+    """Decode the header of a response to ``api_key`` at ``api_version``.
+
+    :returns: the header and the offset of the response body in ``frame``.
+    :raises ProtocolError: the frame is too short or the header malformed.
+    """
+    if len(frame) < 4:
+        raise ProtocolError(f"response header needs 4 bytes, frame has {len(frame)}")
+    (correlation_id,) = _CORRELATION.unpack_from(frame)
+    tagged_fields, position = {}, 4
+    if response_header_version(api_key, api_version) >= 1:
+        tagged_fields, position = _read_tags(frame, position)
+    return ResponseHeader(correlation_id, tagged_fields), position
 
 
 def _read_tags(frame, position: int) -> tuple[dict, int]:

@@ -10,7 +10,8 @@ version from that declaration:
   ``tagged_fields`` TAG_BUFFER (kept as ``{tag: bytes}``);
 * a field absent from the version becomes ``name / Computed(default)``: it is not on the wire,
   but a parsed message still has it, so handlers read every field the same way in every version;
-* a present field with a non-null default may be left out when building.
+* a present field may be left out when building, and is then built with its default (a field
+  whose default is null must be given when null is not allowed in that version).
 
 ``Message.parse`` and ``Message.build`` are the only entry points; malformed bytes raise
 ``ProtocolError`` and nothing else. Parsed messages are ``construct.Container`` objects (dicts
@@ -233,8 +234,8 @@ class Message:
     def build(self, obj: dict, version: int) -> bytes:
         """Encode ``obj`` as this message in ``version``.
 
-        Fields absent from the version are ignored; fields with a non-null default may be
-        omitted.
+        Fields absent from the version are ignored; present fields left out are built with
+        their default.
 
         :raises ProtocolError: a value that does not fit its wire type.
         """
@@ -268,7 +269,8 @@ def _struct_of(fields: tuple[Field, ...], version: int, flexible: bool) -> Struc
             members.append(field.name / Computed(_constant(field)))
             continue
         con = _construct_of(field, version, flexible)
-        if field.nullable_in(version) or field.default_value() is None:
+        if field.nullable_in(version) and field.default_value() is not None:
+            # Default would turn an explicit null into the default: such fields must be given.
             members.append(field.name / con)
         else:
             members.append(field.name / Default(con, _constant(field)))

@@ -190,7 +190,8 @@ class KafkaString(Construct):
 class KafkaBytes(Construct):
     """BYTES / NULLABLE_BYTES / RECORDS and their compact forms, as ``bytes`` (``None`` = null).
 
-    Building accepts any bytes-like object (``bytes``, ``bytearray``, ``memoryview``).
+    Building accepts any bytes-like object (``bytes``, ``bytearray``, ``memoryview``); others
+    are copied to ``bytes`` first (the fast paths are the way to avoid copies).
     """
 
     def __init__(self, *, nullable: bool = False, compact: bool = False):
@@ -207,9 +208,9 @@ class KafkaBytes(Construct):
         if obj is None:
             self.length.write(-1, stream, path)
             return obj
-        size = memoryview(obj).nbytes
-        self.length.write(size, stream, path)
-        stream_write(stream, obj, size, path)
+        data = obj if isinstance(obj, bytes) else bytes(obj)
+        self.length.write(len(data), stream, path)
+        _write(stream, data, path)
         return obj
 
 
