@@ -33,8 +33,8 @@ __all__ = [
     "TIME_INDEX_SUFFIX",
     "TMP_SUFFIX",
     "base_offset_of",
-    "partition_dir_name",
     "parse_partition_dir",
+    "partition_dir_name",
     "segment_file",
 ]
 
