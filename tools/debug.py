@@ -19,6 +19,7 @@ from tmq.protocol.headers import read_request_header, read_response_header
 from tmq.protocol.records import batch_crc_ok, iter_batches
 from tmq.protocol.schema import RECORDS, Array, Field
 
+from . import dump_log
 from .errors import CommandError
 
 __all__ = ["add_parser", "decode_request_frame", "decode_response_frame"]
@@ -53,6 +54,7 @@ def add_parser(commands) -> None:
     decode.add_argument("--version", type=int, metavar="V", help="API version of the response")
     decode.add_argument("file", metavar="FILE", help="the frame, or - for stdin")
     decode.set_defaults(run=_run_decode, decode_parser=decode)
+    dump_log.add_parser(tools)
 
 
 def _run_decode(args: argparse.Namespace) -> int:

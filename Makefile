@@ -1,0 +1,41 @@
+# Developer and CI entry points; `make help` lists them. `make test` is the test command of
+# README.md, and .ci/run calls exactly that.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+VENV := .venv
+TOX := $(VENV)/bin/tox
+# The matrix of tox.ini and the interpreters it needs.
+TOX_ENVS := py311,py312,py313,lint
+PYTHONS := 3.11 3.12 3.13
+
+.PHONY: help test lint dev clean
+
+help: ## List the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-6s %s\n", $$1, $$2}'
+
+# tox alone finds interpreters on PATH only, where a pyenv shim of an unselected version fails
+# and tox says just "could not find". .ci/find-pythons locates them or stops with what to install;
+# tox gets their exact paths with --discover (one word each), not their directories on PATH,
+# which would also put their python3 and pip ahead of everything else.
+test: $(TOX) ## Unit tests on Python 3.11, 3.12, 3.13, then lint; sets up what is missing
+	@pythons="$$(.ci/find-pythons $(PYTHONS))"; \
+	echo "make test: interpreters for tox:" $$pythons; \
+	$(TOX) run-parallel --parallel-no-spinner --discover $$pythons -e $(TOX_ENVS)
+
+lint: $(TOX) ## ruff and the import-linter layer contracts
+	$(TOX) run -e lint
+
+dev: ## Editable install of tmq with the dev tools into .venv
+	.ci/bootstrap $(VENV)
+	$(VENV)/bin/python -m pip install -e '.[dev]'
+
+clean: ## Remove tox envs, build output and caches (keeps .venv)
+	rm -rf .tox build dist ./*.egg-info .pytest_cache .ruff_cache .hypothesis
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+$(TOX):
+	.ci/bootstrap $(VENV)
+	$(VENV)/bin/python -m pip install 'tox>=4.14'

@@ -1,0 +1,543 @@
+"""``PartitionLog``: the segmented log of one partition.
+
+A directory ``<topic>-<partition>/`` holding segments (``segment``) whose base offsets increase,
+each starting where the previous one ends, plus the ``leader-epoch-checkpoint``. The log start
+offset is the base offset of the first segment (tmq only ever deletes whole segments); the log
+end offset (LEO) is the offset the next appended record gets.
+
+Threads: one owner thread (the reactor's) appends, reads, truncates, rolls and deletes; the
+data directory's flusher thread calls ``flush`` (and resolves the futures returned by
+``durable``). ``flush`` and the operations that close files hold ``_io_lock``, so a file is
+never closed under an fsync.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import posixpath
+import threading
+from bisect import bisect_right
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from tmq.protocol.errors import ProtocolError
+from tmq.protocol.records import (
+    RecordBatchHeader,
+    batch_crc_ok,
+    read_batch_header,
+    set_base_offset,
+    set_partition_leader_epoch,
+)
+
+from .checkpoints import CorruptCheckpoint, read_epoch_checkpoint
+from .config import LogConfig
+from .errors import (
+    CorruptRecord,
+    InvalidRecord,
+    KafkaStorageError,
+    MessageTooLarge,
+    OffsetOutOfRange,
+    RecordListTooLarge,
+)
+from .files import File, FileSystem
+from .leader_epoch import LeaderEpochCache
+from .names import (
+    DELETED_SUFFIX,
+    INDEX_SUFFIX,
+    LEADER_EPOCH_CHECKPOINT,
+    LOG_SUFFIX,
+    TIME_INDEX_SUFFIX,
+    TMP_SUFFIX,
+    base_offset_of,
+    segment_file,
+)
+from .segment import LogSegment
+
+__all__ = ["AppendInfo", "LoadReport", "LogRead", "PartitionLog"]
+
+_MAX_RELATIVE_OFFSET = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class AppendInfo:
+    """Where an appended batch landed."""
+
+    base_offset: int
+    last_offset: int
+    record_count: int
+    max_timestamp: int
+    position: int
+    size: int
+
+
+@dataclass(frozen=True)
+class LogRead:
+    """A byte range of whole batches in one segment file, to be served as it is."""
+
+    file: File
+    position: int
+    size: int
+    first_offset: int
+
+    def read(self) -> bytes:
+        """All the bytes at once (small reads and tests; servers read in chunks)."""
+        return self.file.read(self.position, self.size)
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What opening the log found: ``recovered`` segments, bytes ``truncated`` at the first
+    invalid byte (with the ``reason``) and ``deleted_segments`` after it."""
+
+    recovered: int = 0
+    truncated_bytes: int = 0
+    reason: str | None = None
+    deleted_segments: int = 0
+
+
+class PartitionLog:
+    """The log of one partition (see the module docstring). Use ``create`` or ``load``.
+
+    :param clock: milliseconds since the epoch (for ``segment.ms`` and retention).
+    """
+
+    def __init__(
+        self,
+        fs: FileSystem,
+        directory: str,
+        topic: str,
+        partition: int,
+        config: LogConfig,
+        clock: Callable[[], int],
+        segments: list[LogSegment],
+        epochs: LeaderEpochCache,
+    ):
+        self.fs = fs
+        self.directory = directory
+        self.topic = topic
+        self.partition = partition
+        self.config = config
+        self.clock = clock
+        self.segments = segments
+        self.epochs = epochs
+        self._io_lock = threading.Lock()
+        self._unflushed_closed: list[LogSegment] = []
+        #: Offsets below this are known to be on disk (the recovery point).
+        self.durable_offset = self.log_end_offset
+        self._waiters: list[tuple[int, int, Future]] = []
+        self._waiters_lock = threading.Lock()
+        self._waiter_ids = itertools.count()
+        #: Set by ``flush_requested`` (the flusher) so ``durable`` can ask for a flush.
+        self.flush_requested: Callable[[PartitionLog], None] = lambda log: None
+        #: The disk error that took this log offline, if any.
+        self.failure: OSError | None = None
+
+    # -- construction ----------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        fs: FileSystem,
+        directory: str,
+        topic: str,
+        partition: int,
+        config: LogConfig,
+        clock: Callable[[], int],
+        *,
+        start_offset: int = 0,
+    ) -> PartitionLog:
+        """Create the partition directory and an empty first segment at ``start_offset``."""
+        fs.makedirs(directory)
+        fs.fsync_dir(posixpath.dirname(directory))
+        segment = LogSegment.create(
+            fs, directory, start_offset, index_interval_bytes=config.index_interval_bytes
+        )
+        fs.fsync_dir(directory)
+        epochs = LeaderEpochCache(fs, posixpath.join(directory, LEADER_EPOCH_CHECKPOINT))
+        return cls(fs, directory, topic, partition, config, clock, [segment], epochs)
+
+    @classmethod
+    def load(
+        cls,
+        fs: FileSystem,
+        directory: str,
+        topic: str,
+        partition: int,
+        config: LogConfig,
+        clock: Callable[[], int],
+        *,
+        recovery_point: int | None,
+    ) -> tuple[PartitionLog, LoadReport]:
+        """Open an existing log.
+
+        :param recovery_point: ``None`` after a clean shutdown (indexes are trusted after a
+            sanity check); otherwise every segment from the one holding this offset on is
+            recovered: each batch is validated, the log is cut at the first invalid byte and
+            the segments after it are deleted.
+        """
+        names = fs.listdir(directory)
+        bases = sorted(
+            base
+            for name in names
+            if name.endswith(LOG_SUFFIX) and (base := base_offset_of(name)) is not None
+        )
+        _remove_leftovers(fs, directory, names, set(bases))
+        interval = config.index_interval_bytes
+        if recovery_point is None:
+            first_to_recover = len(bases)
+        else:
+            first_to_recover = max(0, bisect_right(bases, recovery_point) - 1)
+        segments: list[LogSegment] = []
+        recovered = truncated = deleted = 0
+        reason = None
+        epochs_found: list[tuple[int, int]] = []
+        for i, base in enumerate(bases):
+            if reason is None and segments and segments[-1].next_offset != base:
+                reason = f"segment {base} does not start where the previous one ends"
+            if reason is not None:
+                # everything after a cut, or after a gap in the offsets, is unusable
+                _delete_segment_files(fs, directory, base)
+                deleted += 1
+                continue
+            if i >= first_to_recover:
+                segment, result = LogSegment.open_and_recover(
+                    fs, directory, base, index_interval_bytes=interval
+                )
+            else:
+                segment, result = LogSegment.open(
+                    fs, directory, base, index_interval_bytes=interval
+                )
+            segments.append(segment)
+            if result is not None:
+                recovered += 1
+                epochs_found.extend(result.epochs)
+                truncated, reason = result.truncated_bytes, result.reason
+        if deleted:
+            fs.fsync_dir(directory)
+        if not segments:
+            segments.append(LogSegment.create(fs, directory, 0, index_interval_bytes=interval))
+            fs.fsync_dir(directory)
+        epochs = _load_epochs(fs, directory, segments)
+        log = cls(fs, directory, topic, partition, config, clock, segments, epochs)
+        epochs.truncate_from_end(log.log_end_offset)
+        for epoch, offset in epochs_found:
+            if epoch > epochs.latest_epoch:
+                epochs.assign(epoch, offset)
+        if recovery_point is not None:
+            # re-scan the same range after another crash: what was read back may still be
+            # only in the page cache
+            log.durable_offset = min(log.log_end_offset, recovery_point)
+        return log, LoadReport(recovered, truncated, reason, deleted)
+
+    # -- state ------------------------------------------------------------------------------
+
+    @property
+    def active(self) -> LogSegment:
+        return self.segments[-1]
+
+    @property
+    def log_start_offset(self) -> int:
+        return self.segments[0].base_offset
+
+    @property
+    def log_end_offset(self) -> int:
+        return self.segments[-1].next_offset
+
+    @property
+    def size(self) -> int:
+        return sum(segment.size for segment in self.segments)
+
+    # -- appending --------------------------------------------------------------------------
+
+    def append(self, batch: bytes | bytearray | memoryview, *, leader_epoch: int) -> AppendInfo:
+        """Validate one RecordBatch v2 as received from a client, give it the next offsets and
+        stamp ``leader_epoch`` on it, and append it. The CRC stays valid (baseOffset and
+        partitionLeaderEpoch are outside it).
+
+        :raises CorruptRecord: bad header or CRC.
+        :raises InvalidRecord: not exactly one whole batch, record count and offsets that do
+            not agree, a control batch, or a producer id without a sequence.
+        :raises MessageTooLarge: above ``max.message.bytes``.
+        :raises RecordListTooLarge: above ``segment.bytes``.
+        :raises KafkaStorageError: the write failed (nothing was appended) or the log is
+            offline after an earlier disk error.
+        """
+        header = _validate(batch, self.config)
+        data = bytearray(batch)
+        base_offset = self.log_end_offset
+        set_base_offset(data, 0, base_offset)
+        set_partition_leader_epoch(data, 0, leader_epoch)
+        header = header._replace(base_offset=base_offset, partition_leader_epoch=leader_epoch)
+        position = self._append(data, header)
+        self.epochs.assign(leader_epoch, base_offset)
+        return AppendInfo(
+            base_offset,
+            header.last_offset,
+            header.records_count,
+            header.max_timestamp,
+            position,
+            header.size,
+        )
+
+    def _append(self, data: bytearray, header: RecordBatchHeader) -> int:
+        if self.failure is not None:
+            raise KafkaStorageError(f"{self.directory} is offline: {self.failure}")
+        if self._should_roll(header):
+            self.roll()
+        try:
+            return self.active.append(data, header)
+        except OSError as error:
+            raise KafkaStorageError(f"append to {self.directory} failed: {error}") from error
+
+    def _should_roll(self, header: RecordBatchHeader) -> bool:
+        segment = self.active
+        if segment.is_empty:
+            return False
+        config = self.config
+        return (
+            segment.size + header.size > config.segment_bytes
+            or self.clock() - segment.first_batch_timestamp > config.segment_ms
+            or len(segment.offset_index) >= config.max_index_entries
+            or header.last_offset - segment.base_offset > _MAX_RELATIVE_OFFSET
+        )
+
+    def roll(self) -> LogSegment:
+        """Start a new active segment at the log end offset (the old one is fsynced by the next
+        flush). Rolling an empty active segment does nothing."""
+        old = self.active
+        if old.is_empty:
+            return old
+        try:
+            segment = LogSegment.create(
+                self.fs,
+                self.directory,
+                old.next_offset,
+                index_interval_bytes=self.config.index_interval_bytes,
+            )
+        except OSError as error:
+            raise KafkaStorageError(f"roll of {self.directory} failed: {error}") from error
+        self._unflushed_closed.append(old)
+        self.segments.append(segment)
+        self.flush_requested(self)
+        return segment
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def read(self, offset: int, max_bytes: int, max_offset: int | None = None) -> LogRead | None:
+        """Whole batches starting with the one that holds ``offset``, at most ``max_bytes``
+        but at least one batch, none starting at or after ``max_offset`` (default: the LEO).
+
+        :returns: ``None`` when there is nothing to read yet (``offset`` is at the end).
+        :raises OffsetOutOfRange: ``offset`` below the log start or above the log end.
+        """
+        if offset < self.log_start_offset or offset > self.log_end_offset:
+            raise OffsetOutOfRange(
+                f"offset {offset} outside {self.log_start_offset}..{self.log_end_offset}"
+            )
+        limit = self.log_end_offset if max_offset is None else min(max_offset, self.log_end_offset)
+        i = max(0, bisect_right([s.base_offset for s in self.segments], offset) - 1)
+        for segment in self.segments[i:]:
+            if segment.base_offset >= limit:
+                return None
+            found = segment.read_range(offset, max_bytes, limit)
+            if found is not None:
+                position, size = found
+                first = segment.batch_at(position).base_offset
+                return LogRead(segment.log, position, size, first)
+        return None
+
+    def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
+        """``(offset, timestamp)`` of the first record stamped at or after ``timestamp``."""
+        for segment in self.segments:
+            found = segment.offset_for_timestamp(timestamp)
+            if found is not None:
+                return found
+        return None
+
+    # -- truncation and retention ------------------------------------------------------------
+
+    def truncate_to(self, offset: int) -> None:
+        """Remove every batch holding an offset at or after ``offset`` (a batch that straddles
+        it goes entirely); used by a follower whose log diverged from its leader's."""
+        if offset >= self.log_end_offset:
+            return
+        with self._io_lock:
+            while len(self.segments) > 1 and self.active.base_offset >= offset:
+                segment = self.segments.pop()
+                if segment in self._unflushed_closed:
+                    self._unflushed_closed.remove(segment)
+                segment.delete()
+            self.active.truncate_to(offset)
+            self.fs.fsync_dir(self.directory)
+        self.durable_offset = min(self.durable_offset, self.log_end_offset)
+        self.epochs.truncate_from_end(self.log_end_offset)
+
+    def apply_retention(self) -> int:
+        """Delete the oldest segments beyond ``retention.ms`` or ``retention.bytes``; return how
+        many were deleted. The active segment goes too when it is past ``retention.ms`` (a new
+        empty one takes its place at the log end offset)."""
+        now = self.clock()
+        config = self.config
+        expired = 0
+        if config.retention_ms >= 0:
+            for segment in self.segments:
+                if segment.is_empty or now - segment.max_timestamp <= config.retention_ms:
+                    break
+                expired += 1
+        oversized = 0
+        if config.retention_bytes >= 0:
+            excess = self.size - config.retention_bytes
+            for segment in self.segments[:-1]:
+                if segment.size > excess:
+                    break
+                excess -= segment.size
+                oversized += 1
+        doomed = max(expired, oversized)
+        if doomed == 0:
+            return 0
+        if doomed == len(self.segments):
+            self.roll()
+        with self._io_lock:
+            for segment in self.segments[:doomed]:
+                if segment in self._unflushed_closed:
+                    self._unflushed_closed.remove(segment)
+                segment.delete()
+            del self.segments[:doomed]
+            self.fs.fsync_dir(self.directory)
+        self.epochs.truncate_from_start(self.log_start_offset)
+        return doomed
+
+    # -- durability -------------------------------------------------------------------------
+
+    def durable(self, offset: int) -> Future:
+        """A future resolved (with the durable offset) once every offset up to and including
+        ``offset`` is on disk, or failed with ``KafkaStorageError``. Asks for a flush."""
+        future: Future = Future()
+        if self.durable_offset > offset:
+            future.set_result(self.durable_offset)
+            return future
+        with self._waiters_lock:
+            heapq.heappush(self._waiters, (offset, next(self._waiter_ids), future))
+        self.flush_requested(self)
+        return future
+
+    def flush(self) -> None:
+        """fsync everything appended so far and resolve the waiters it covers.
+
+        Called by the flusher thread (and at shutdown). Appends that land while the fsync runs
+        are covered by the next call: that is the group commit.
+        """
+        target = self.log_end_offset
+        with self._io_lock:
+            closed = list(self._unflushed_closed)
+            active = self.active
+            try:
+                if self.failure is not None:
+                    raise self.failure
+                for segment in closed:
+                    segment.flush()
+                    self._unflushed_closed.remove(segment)
+                if target > self.durable_offset:
+                    active.flush()
+            except OSError as error:
+                self.failure = error
+                self._fail_waiters(error)
+                return
+        self.durable_offset = max(self.durable_offset, target)
+        self._resolve_waiters(target)
+
+    def _resolve_waiters(self, target: int) -> None:
+        ready = []
+        with self._waiters_lock:
+            while self._waiters and self._waiters[0][0] < target:
+                ready.append(heapq.heappop(self._waiters)[2])
+        for future in ready:
+            future.set_result(target)
+
+    def _fail_waiters(self, error: OSError) -> None:
+        with self._waiters_lock:
+            ready = [entry[2] for entry in self._waiters]
+            self._waiters.clear()
+        for future in ready:
+            future.set_exception(KafkaStorageError(f"fsync of {self.directory} failed: {error}"))
+
+    def close(self) -> None:
+        """Close every file (after a final ``flush`` for a clean shutdown)."""
+        with self._io_lock:
+            for segment in self.segments:
+                segment.close()
+
+    def delete(self) -> None:
+        """Remove the whole partition directory."""
+        with self._io_lock:
+            for segment in self.segments:
+                segment.close()
+            parent = posixpath.dirname(self.directory)
+            doomed = self.directory + DELETED_SUFFIX
+            self.fs.rename(self.directory, doomed)
+            self.fs.fsync_dir(parent)
+            self.fs.rmtree(doomed)
+        self._fail_waiters(OSError(f"{self.topic}-{self.partition} was deleted"))
+
+
+def _validate(batch: bytes | bytearray | memoryview, config: LogConfig) -> RecordBatchHeader:
+    size = len(batch)
+    if size > config.max_message_bytes:
+        raise MessageTooLarge(f"batch of {size} bytes above max.message.bytes")
+    if size > config.segment_bytes:
+        raise RecordListTooLarge(f"batch of {size} bytes above segment.bytes")
+    try:
+        header = read_batch_header(batch)
+    except ProtocolError as error:
+        raise CorruptRecord(str(error)) from None
+    if header.size != size:
+        raise InvalidRecord(f"expected exactly one batch: {header.size} of {size} bytes")
+    if not batch_crc_ok(batch, 0, header):
+        raise CorruptRecord("record batch CRC mismatch")
+    if header.records_count != header.last_offset_delta + 1:
+        raise InvalidRecord(
+            f"{header.records_count} records but lastOffsetDelta {header.last_offset_delta}"
+        )
+    if header.is_control:
+        raise InvalidRecord("clients may not write control batches")
+    if header.producer_id >= 0 and header.base_sequence < 0:
+        raise InvalidRecord("a batch with a producer id needs a base sequence")
+    return header
+
+
+def _load_epochs(fs: FileSystem, directory: str, segments: list[LogSegment]) -> LeaderEpochCache:
+    """The checkpointed epochs; rebuilt from every batch header when the checkpoint is
+    missing or corrupt."""
+    path = posixpath.join(directory, LEADER_EPOCH_CHECKPOINT)
+    if fs.exists(path):
+        try:
+            return LeaderEpochCache(fs, path, read_epoch_checkpoint(fs, path))
+        except CorruptCheckpoint:
+            pass
+    cache = LeaderEpochCache(fs, path)
+    for segment in segments:
+        position = 0
+        while position < segment.size:
+            header = segment.batch_at(position)
+            if header.partition_leader_epoch > cache.latest_epoch:
+                cache.assign(header.partition_leader_epoch, header.base_offset)
+            position += header.size
+    return cache
+
+
+def _remove_leftovers(fs: FileSystem, directory: str, names: list[str], bases: set[int]) -> None:
+    """Delete index files without a ``.log`` and half-written temporary files."""
+    for name in names:
+        base = base_offset_of(name)
+        orphan = base is not None and base not in bases
+        if orphan or name.endswith(TMP_SUFFIX):
+            fs.unlink(posixpath.join(directory, name))
+
+
+def _delete_segment_files(fs: FileSystem, directory: str, base: int) -> None:
+    for suffix in (LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX):
+        path = posixpath.join(directory, segment_file(base, suffix))
+        if fs.exists(path):
+            fs.unlink(path)
