@@ -65,7 +65,7 @@ class LogManager:
         self.clock = clock
         self.logs: dict[TopicPartition, PartitionLog] = {}
         self._dir_of: dict[TopicPartition, str] = {}
-        self._flushers = {d: Flusher(posixpath.basename(d) or d) for d in self.data_dirs}
+        self.flushers = {d: Flusher(posixpath.basename(d) or d) for d in self.data_dirs}
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -101,7 +101,7 @@ class LogManager:
             if clean:
                 self.fs.unlink(marker)
                 self.fs.fsync_dir(data_dir)
-        for flusher in self._flushers.values():
+        for flusher in self.flushers.values():
             flusher.start()
         return reports
 
@@ -113,7 +113,7 @@ class LogManager:
 
     def shutdown(self) -> None:
         """Flush every log, write the checkpoints, close the files, mark the shutdown clean."""
-        for flusher in self._flushers.values():
+        for flusher in self.flushers.values():
             flusher.stop()
         failed = False
         for log in self.logs.values():
@@ -132,7 +132,7 @@ class LogManager:
     def _add(self, key: TopicPartition, data_dir: str, log: PartitionLog) -> None:
         self.logs[key] = log
         self._dir_of[key] = data_dir
-        self._flushers[data_dir].register(log)
+        self.flushers[data_dir].register(log)
 
     def get_log(self, topic: str, partition: int) -> PartitionLog | None:
         return self.logs.get((topic, partition))
@@ -168,7 +168,7 @@ class LogManager:
         if log is None:
             return
         data_dir = self._dir_of.pop(key)
-        self._flushers[data_dir].unregister(log)
+        self.flushers[data_dir].unregister(log)
         log.delete()
 
     # -- checkpoints and retention ------------------------------------------------------------
