@@ -26,7 +26,9 @@ __all__ = ["add_parser", "decode_request_frame", "decode_response_frame"]
 
 def add_parser(commands) -> None:
     parser = commands.add_parser(
-        "debug", help="inspect Kafka frames", description="Inspect Kafka frames."
+        "debug",
+        help="inspect Kafka frames and log segments",
+        description="Inspect Kafka frames and log segments.",
     )
     tools = parser.add_subparsers(dest="debug_command", metavar="TOOL", required=True)
     decode = tools.add_parser(

@@ -180,7 +180,7 @@ def _segments_in(directory: str, names: list[str]) -> list[str]:
 
 def _dump_path(fs: FileSystem, path: str, *, records: bool) -> Iterator[dict]:
     try:
-        file = fs.open(path)
+        file = fs.open(path, writable=False)
     except OSError as error:
         raise CommandError(f"cannot read {path}: {error.strerror}") from None
     try:

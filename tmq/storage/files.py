@@ -13,6 +13,9 @@ Contract of ``File`` (one writer; reads may come from any thread):
 * ``read(position, size)`` returns up to ``size`` bytes (fewer only at the end of the file).
 * ``fsync()`` makes everything written so far durable; only then may it be called durable.
 * ``size`` is the current length, kept in memory (no ``fstat`` per call).
+
+``FileSystem.open(path)`` opens read-write and creates a missing file; with ``writable=False``
+it opens an existing file read-only (inspection tools), and writes raise ``OSError(EBADF)``.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ class FileSystem(Protocol):
     durable only after ``fsync_dir`` of the parent directory.
     """
 
-    def open(self, path: str) -> File: ...
+    def open(self, path: str, *, writable: bool = True) -> File: ...
 
     def exists(self, path: str) -> bool: ...
 
@@ -73,13 +76,14 @@ class FileSystem(Protocol):
 
 
 class OsFile:
-    """A file opened read-write (created if missing) on the real file system."""
+    """A file on the real file system: read-write (created if missing), or read-only."""
 
     __slots__ = ("_broken", "_fd", "_size", "path")
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, *, writable: bool = True):
         self.path = path
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        flags = os.O_RDWR | os.O_CREAT if writable else os.O_RDONLY
+        self._fd = os.open(path, flags | os.O_CLOEXEC, 0o644)
         self._size = os.fstat(self._fd).st_size
         self._broken: OSError | None = None
 
@@ -136,8 +140,8 @@ class OsFile:
 class OsFileSystem:
     """The real file system."""
 
-    def open(self, path: str) -> OsFile:
-        return OsFile(path)
+    def open(self, path: str, *, writable: bool = True) -> OsFile:
+        return OsFile(path, writable=writable)
 
     def exists(self, path: str) -> bool:
         return os.path.exists(path)

@@ -27,12 +27,24 @@ from dataclasses import dataclass, field
 __all__ = ["MemoryFile", "MemoryFileSystem"]
 
 
-@dataclass
+@dataclass(eq=False)
 class _Node:
     """A file's contents: what is in the page cache, and what has reached the disk."""
 
     data: bytearray = field(default_factory=bytearray)
     durable: bytes = b""
+
+
+@dataclass(eq=False)
+class _Dir:
+    """A directory: its entries now, and as of its last ``fsync_dir``.
+
+    Entries point at nodes, so a renamed directory keeps its files and a directory made again
+    under an old name starts empty, as on a real file system.
+    """
+
+    entries: dict[str, _Node | _Dir] = field(default_factory=dict)
+    durable_entries: dict[str, _Node | _Dir] = field(default_factory=dict)
 
 
 @dataclass
@@ -46,10 +58,11 @@ class _Failure:
 class MemoryFile:
     """An open file of a ``MemoryFileSystem``."""
 
-    def __init__(self, fs: MemoryFileSystem, path: str, node: _Node):
+    def __init__(self, fs: MemoryFileSystem, path: str, node: _Node, *, writable: bool = True):
         self._fs = fs
         self.path = path
         self._node = node
+        self._writable = writable
         self._closed = False
 
     @property
@@ -59,6 +72,8 @@ class MemoryFile:
     def _check(self, op: str) -> None:
         if self._closed:
             raise ValueError(f"{self.path} is closed")
+        if not self._writable and op in ("append", "truncate"):
+            raise OSError(errno_codes.EBADF, "opened read-only", self.path)
         self._fs._maybe_fail(op, self.path)
 
     def append(self, data: bytes | bytearray | memoryview) -> int:
@@ -96,16 +111,15 @@ class MemoryFile:
 class MemoryFileSystem:
     """A file system in memory with a crash model (see the module docstring).
 
+    Paths are absolute POSIX paths.
+
     :param capacity_bytes: total bytes all files may hold; ``None`` for no limit.
     """
 
     def __init__(self, capacity_bytes: int | None = None):
         self.capacity_bytes = capacity_bytes
         self._lock = threading.RLock()
-        self._dirs: set[str] = {"/"}
-        self._durable_dirs: set[str] = {"/"}
-        self._files: dict[str, _Node] = {}
-        self._durable_files: dict[str, _Node] = {}
+        self._root = _Dir()
         self._failures: list[_Failure] = []
         #: fsync calls on files so far (a test reads it to count group commits).
         self.fsync_count = 0
@@ -132,7 +146,7 @@ class MemoryFileSystem:
     def _reserve(self, size: int, path: str) -> None:
         if self.capacity_bytes is None:
             return
-        used = sum(len(node.data) for node in self._files.values())
+        used = sum(len(node.data) for node in _files_under(self._root))
         if used + size > self.capacity_bytes:
             raise OSError(errno_codes.ENOSPC, os.strerror(errno_codes.ENOSPC), path)
 
@@ -144,140 +158,153 @@ class MemoryFileSystem:
             contents survive; by default exactly the durable ones. Only a prefix survives.
         """
         with self._lock:
-            files = {}
-            for path, node in self._durable_files.items():
-                if not self._durable_parents(path):
-                    continue
-                contents = node.durable
-                if keep is not None and bytes(node.data) != node.durable:
-                    size = keep(path, len(node.durable), len(node.data))
-                    contents = bytes(node.data[:size])
-                files[path] = _Node(bytearray(contents), contents)
-            self._files = files
-            self._durable_files = dict(files)
-            self._dirs = {d for d in self._durable_dirs if self._durable_parents(d)}
-            self._durable_dirs = set(self._dirs)
+            self._root = _survivor(self._root, "", keep)
             self._failures.clear()
-
-    def _durable_parents(self, path: str) -> bool:
-        parent = posixpath.dirname(path)
-        while parent != "/":
-            if parent not in self._durable_dirs:
-                return False
-            parent = posixpath.dirname(parent)
-        return True
 
     def corrupt(self, path: str, position: int, value: int) -> None:
         """Overwrite one byte of a file, in the cache and on "disk" (a bit rot model)."""
         with self._lock:
-            node = self._files[path]
+            node = self._file(path)
             node.data[position] = value
             durable = bytearray(node.durable)
             if position < len(durable):
                 durable[position] = value
                 node.durable = bytes(durable)
 
+    # -- path resolution -------------------------------------------------------------------
+
+    def _lookup(self, path: str) -> _Node | _Dir | None:
+        node: _Node | _Dir | None = self._root
+        for part in _parts(path):
+            if not isinstance(node, _Dir):
+                return None
+            node = node.entries.get(part)
+        return node
+
+    def _dir(self, path: str) -> _Dir:
+        node = self._lookup(path)
+        if not isinstance(node, _Dir):
+            raise FileNotFoundError(errno_codes.ENOENT, "no such directory", path)
+        return node
+
+    def _file(self, path: str) -> _Node:
+        node = self._lookup(path)
+        if not isinstance(node, _Node):
+            raise FileNotFoundError(errno_codes.ENOENT, "no such file", path)
+        return node
+
+    def _parent(self, path: str) -> tuple[_Dir, str]:
+        return self._dir(posixpath.dirname(path)), posixpath.basename(path)
+
     # -- FileSystem --------------------------------------------------------------------------
 
-    def open(self, path: str) -> MemoryFile:
+    def open(self, path: str, *, writable: bool = True) -> MemoryFile:
         with self._lock:
             self._maybe_fail("open", path)
-            self._require_dir(posixpath.dirname(path))
-            node = self._files.setdefault(path, _Node())
+            if not writable:
+                return MemoryFile(self, path, self._file(path), writable=False)
+            parent, name = self._parent(path)
+            node = parent.entries.setdefault(name, _Node())
+            if not isinstance(node, _Node):
+                raise IsADirectoryError(errno_codes.EISDIR, "is a directory", path)
             return MemoryFile(self, path, node)
 
     def exists(self, path: str) -> bool:
         with self._lock:
-            return path in self._files or path in self._dirs
+            return self._lookup(path) is not None
 
     def listdir(self, path: str) -> list[str]:
         with self._lock:
-            self._require_dir(path)
-            prefix = path.rstrip("/") + "/"
-            names = {
-                p[len(prefix) :]
-                for p in (*self._files, *self._dirs)
-                if p.startswith(prefix) and "/" not in p[len(prefix) :] and p != prefix
-            }
-            return sorted(names)
+            return sorted(self._dir(path).entries)
 
     def makedirs(self, path: str) -> None:
         with self._lock:
             self._maybe_fail("makedirs", path)
-            path = path.rstrip("/") or "/"
-            while path not in self._dirs:
-                if path in self._files:
+            node = self._root
+            for part in _parts(path):
+                child = node.entries.setdefault(part, _Dir())
+                if not isinstance(child, _Dir):
                     raise FileExistsError(errno_codes.EEXIST, "a file is in the way", path)
-                self._dirs.add(path)
-                path = posixpath.dirname(path)
+                node = child
 
     def rename(self, source: str, target: str) -> None:
         with self._lock:
             self._maybe_fail("rename", source)
-            if source in self._dirs:
-                self._rename_dir(source, target)
-                return
-            if source not in self._files:
+            old_parent, old_name = self._parent(source)
+            new_parent, new_name = self._parent(target)
+            node = old_parent.entries.get(old_name)
+            if node is None:
                 raise FileNotFoundError(errno_codes.ENOENT, "no such file", source)
-            self._require_dir(posixpath.dirname(target))
-            self._files[target] = self._files.pop(source)
-
-    def _rename_dir(self, source: str, target: str) -> None:
-        if target in self._dirs or target in self._files:
-            raise FileExistsError(errno_codes.EEXIST, "target exists", target)
-        prefix = source + "/"
-        for old in [p for p in self._files if p.startswith(prefix)]:
-            self._files[target + old[len(source) :]] = self._files.pop(old)
-        for old in [d for d in self._dirs if d == source or d.startswith(prefix)]:
-            self._dirs.remove(old)
-            self._dirs.add(target + old[len(source) :])
+            existing = new_parent.entries.get(new_name)
+            if isinstance(node, _Dir) and existing is not None:
+                raise FileExistsError(errno_codes.EEXIST, "target exists", target)
+            del old_parent.entries[old_name]
+            new_parent.entries[new_name] = node
 
     def unlink(self, path: str) -> None:
         with self._lock:
             self._maybe_fail("unlink", path)
-            if self._files.pop(path, None) is None:
+            parent, name = self._parent(path)
+            if not isinstance(parent.entries.get(name), _Node):
                 raise FileNotFoundError(errno_codes.ENOENT, "no such file", path)
+            del parent.entries[name]
 
     def rmtree(self, path: str) -> None:
         with self._lock:
-            self._require_dir(path)
-            prefix = path + "/"
-            for p in [p for p in self._files if p.startswith(prefix)]:
-                del self._files[p]
-            self._dirs = {d for d in self._dirs if d != path and not d.startswith(prefix)}
+            parent, name = self._parent(path)
+            if not isinstance(parent.entries.get(name), _Dir):
+                raise FileNotFoundError(errno_codes.ENOENT, "no such directory", path)
+            del parent.entries[name]
 
     def fsync_dir(self, path: str) -> None:
         """Make the entries of directory ``path`` (not their contents) durable."""
         with self._lock:
             self._maybe_fail("fsync_dir", path)
-            self._require_dir(path)
-            prefix = path.rstrip("/") + "/"
-
-            def child(p: str) -> bool:
-                return p.startswith(prefix) and "/" not in p[len(prefix) :]
-
-            self._durable_files = {p: n for p, n in self._durable_files.items() if not child(p)}
-            self._durable_files.update({p: n for p, n in self._files.items() if child(p)})
-            self._durable_dirs = {d for d in self._durable_dirs if not child(d)}
-            self._durable_dirs.update(d for d in self._dirs if child(d))
+            directory = self._dir(path)
+            directory.durable_entries = dict(directory.entries)
 
     def write_file(self, path: str, data: bytes) -> None:
         with self._lock:
             self._maybe_fail("write_file", path)
-            self._require_dir(posixpath.dirname(path))
-            node = self._files.setdefault(path, _Node())
-            self._reserve(len(data) - len(node.data), path)
+            parent, name = self._parent(path)
+            node = parent.entries.get(name)
+            if isinstance(node, _Dir):
+                raise IsADirectoryError(errno_codes.EISDIR, "is a directory", path)
+            old_size = len(node.data) if node is not None else 0
+            self._reserve(len(data) - old_size, path)
+            node = parent.entries.setdefault(name, _Node())
             node.data = bytearray(data)
             node.durable = bytes(data)
 
     def read_file(self, path: str) -> bytes:
         with self._lock:
             self._maybe_fail("read", path)
-            node = self._files.get(path)
-            if node is None:
-                raise FileNotFoundError(errno_codes.ENOENT, "no such file", path)
-            return bytes(node.data)
+            return bytes(self._file(path).data)
 
-    def _require_dir(self, path: str) -> None:
-        if path not in self._dirs:
-            raise FileNotFoundError(errno_codes.ENOENT, "no such directory", path)
+
+def _parts(path: str) -> list[str]:
+    return [part for part in path.split("/") if part]
+
+
+def _files_under(directory: _Dir):
+    for node in directory.entries.values():
+        if isinstance(node, _Dir):
+            yield from _files_under(node)
+        else:
+            yield node
+
+
+def _survivor(directory: _Dir, path: str, keep) -> _Dir:
+    """The durable state of ``directory`` after a crash, built afresh."""
+    survived = _Dir()
+    for name, node in directory.durable_entries.items():
+        child_path = f"{path}/{name}"
+        if isinstance(node, _Dir):
+            survived.entries[name] = _survivor(node, child_path, keep)
+            continue
+        contents = node.durable
+        if keep is not None and bytes(node.data) != node.durable:
+            contents = bytes(node.data[: keep(child_path, len(node.durable), len(node.data))])
+        survived.entries[name] = _Node(bytearray(contents), contents)
+    survived.durable_entries = dict(survived.entries)
+    return survived
