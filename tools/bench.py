@@ -48,6 +48,8 @@ from tmq.protocol.records import (
     read_batch_header,
 )
 
+from . import bench_log
+
 __all__ = ["add_parser", "run_codec_bench"]
 
 #: Floors set by the issue for Python 3.11 on a 2-core machine.
@@ -119,6 +121,7 @@ def add_parser(commands) -> None:
         "--rounds", type=int, default=3, help="rounds per figure; the best counts (default 3)"
     )
     codec.set_defaults(run=_run_codec, codec_parser=codec)
+    bench_log.add_parser(kinds)
 
 
 def _run_codec(args: argparse.Namespace) -> int:

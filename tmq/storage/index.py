@@ -70,15 +70,17 @@ class _Index:
         self._keys.append(key)
         self._values.append(value)
 
-    def _truncate_entries(self, count: int) -> None:
-        if count < len(self._keys):
-            del self._keys[count:]
-            del self._values[count:]
+    def truncate_entries(self, count: int) -> None:
+        """Keep the first ``count`` entries, in memory and in the file."""
+        del self._keys[count:]
+        del self._values[count:]
+        if self.file.size != count * self.ENTRY.size:
+            # also drops bytes that were never loaded (an index being rebuilt)
             self.file.truncate(count * self.ENTRY.size)
 
     def reset(self) -> None:
         """Drop every entry (before a rebuild)."""
-        self._truncate_entries(0)
+        self.truncate_entries(0)
 
     def last_entry(self) -> tuple[int, int] | None:
         if not self._keys:
@@ -125,11 +127,11 @@ class OffsetIndex(_Index):
 
     def truncate_to(self, offset: int) -> None:
         """Drop the entries of batches at or after ``offset``."""
-        self._truncate_entries(bisect_left(self._keys, offset))
+        self.truncate_entries(bisect_left(self._keys, offset))
 
     def truncate_to_position(self, position: int) -> None:
         """Drop the entries pointing at or after byte ``position`` of the log."""
-        self._truncate_entries(bisect_left(self._values, position))
+        self.truncate_entries(bisect_left(self._values, position))
 
 
 class TimeIndex(_Index):
@@ -160,15 +162,15 @@ class TimeIndex(_Index):
         if not self._keys or timestamp > self._keys[-1]:
             self._add(timestamp, offset)
 
-    def lookup_before(self, timestamp: int) -> int:
-        """An offset from which a forward scan finds the first record with a timestamp at or
-        after ``timestamp``: the batch of the last entry whose timestamp is below it (every
-        record up to that batch is older), else the segment's base offset."""
+    def entry_before(self, timestamp: int) -> tuple[int, int] | None:
+        """The last entry ``(timestamp, offset)`` whose timestamp is below ``timestamp``, or
+        ``None``. Every record up to that entry's batch is older than ``timestamp``, so a
+        forward scan from there finds the first record at or after it."""
         i = bisect_left(self._keys, timestamp)
         if i == 0:
-            return self.base_offset
-        return self._values[i - 1]
+            return None
+        return self._keys[i - 1], self._values[i - 1]
 
     def truncate_to(self, offset: int) -> None:
         """Drop the entries of offsets at or after ``offset``."""
-        self._truncate_entries(bisect_left(self._values, offset))
+        self.truncate_entries(bisect_left(self._values, offset))

@@ -40,14 +40,18 @@ class LeaderEpochCache:
     def latest_epoch(self) -> int:
         return self._epochs[-1] if self._epochs else UNDEFINED_EPOCH
 
-    def _persist(self) -> None:
-        write_epoch_checkpoint(self.fs, self.path, self.entries)
+    def _replace(self, epochs: list[int], offsets: list[int]) -> None:
+        """Checkpoint the new entries, then adopt them: if the write fails the cache is left
+        as it was, so the same change is tried again later."""
+        write_epoch_checkpoint(self.fs, self.path, list(zip(epochs, offsets, strict=True)))
+        self._epochs, self._offsets = epochs, offsets
 
     def assign(self, epoch: int, start_offset: int) -> None:
         """Note that ``epoch`` starts at ``start_offset``; a no-op unless it is a new epoch.
 
         :raises ValueError: ``epoch`` is below the latest one, or its start offset is below
             the latest start.
+        :raises OSError: the checkpoint could not be written (nothing changed).
         """
         if epoch < 0 or epoch == self.latest_epoch:
             return
@@ -56,21 +60,18 @@ class LeaderEpochCache:
                 f"epoch {epoch} at {start_offset} does not follow "
                 f"epoch {self.latest_epoch} at {self._offsets[-1]}"
             )
-        if self._offsets and start_offset == self._offsets[-1]:
+        epochs, offsets = list(self._epochs), list(self._offsets)
+        if offsets and start_offset == offsets[-1]:
             # the previous epoch wrote nothing: the new one replaces it
-            self._epochs.pop()
-            self._offsets.pop()
-        self._epochs.append(epoch)
-        self._offsets.append(start_offset)
-        self._persist()
+            epochs.pop()
+            offsets.pop()
+        self._replace([*epochs, epoch], [*offsets, start_offset])
 
     def truncate_from_end(self, end_offset: int) -> None:
         """Forget the epochs that start at or after ``end_offset`` (the log was cut there)."""
         keep = bisect_left(self._offsets, end_offset)
         if keep < len(self._offsets):
-            del self._epochs[keep:]
-            del self._offsets[keep:]
-            self._persist()
+            self._replace(self._epochs[:keep], self._offsets[:keep])
 
     def truncate_from_start(self, start_offset: int) -> None:
         """Forget what lies before ``start_offset`` (retention deleted it); the epoch in force
@@ -78,10 +79,12 @@ class LeaderEpochCache:
         first = bisect_right(self._offsets, start_offset) - 1
         if first < 0 or (first == 0 and self._offsets[0] == start_offset):
             return
-        del self._epochs[:first]
-        del self._offsets[:first]
-        self._offsets[0] = start_offset
-        self._persist()
+        self._replace(self._epochs[first:], [start_offset, *self._offsets[first + 1 :]])
+
+    def epoch_at(self, offset: int) -> int:
+        """The epoch in force at ``offset``: the last one starting at or before it."""
+        i = bisect_right(self._offsets, offset)
+        return self._epochs[i - 1] if i else UNDEFINED_EPOCH
 
     def end_offset_for(self, epoch: int, log_end_offset: int) -> tuple[int, int]:
         """``(epoch, end_offset)`` for OffsetForLeaderEpoch.

@@ -189,10 +189,11 @@ class PartitionLog:
             first_to_recover = len(bases)
         else:
             first_to_recover = max(0, bisect_right(bases, recovery_point) - 1)
+        checkpointed = _read_epochs(fs, directory)
+        epoch_at = checkpointed.epoch_at if checkpointed is not None else None
         segments: list[LogSegment] = []
         recovered = truncated = deleted = 0
         reason = None
-        epochs_found: list[tuple[int, int]] = []
         for i, base in enumerate(bases):
             if reason is None and segments and segments[-1].next_offset != base:
                 reason = f"segment {base} does not start where the previous one ends"
@@ -203,7 +204,7 @@ class PartitionLog:
                 continue
             if i >= first_to_recover:
                 segment, result = LogSegment.open_and_recover(
-                    fs, directory, base, index_interval_bytes=interval
+                    fs, directory, base, index_interval_bytes=interval, epoch_at=epoch_at
                 )
             else:
                 segment, result = LogSegment.open(
@@ -212,19 +213,18 @@ class PartitionLog:
             segments.append(segment)
             if result is not None:
                 recovered += 1
-                epochs_found.extend(result.epochs)
                 truncated, reason = result.truncated_bytes, result.reason
         if deleted:
             fs.fsync_dir(directory)
         if not segments:
             segments.append(LogSegment.create(fs, directory, 0, index_interval_bytes=interval))
             fs.fsync_dir(directory)
-        epochs = _load_epochs(fs, directory, segments)
+        if checkpointed is not None:
+            epochs = checkpointed
+        else:
+            epochs = _epochs_from_batches(fs, directory, segments)
         log = cls(fs, directory, topic, partition, config, clock, segments, epochs)
         epochs.truncate_from_end(log.log_end_offset)
-        for epoch, offset in epochs_found:
-            if epoch > epochs.latest_epoch:
-                epochs.assign(epoch, offset)
         if recovery_point is not None:
             # re-scan the same range after another crash: what was read back may still be
             # only in the page cache
@@ -263,15 +263,25 @@ class PartitionLog:
         :raises RecordListTooLarge: above ``segment.bytes``.
         :raises KafkaStorageError: the write failed (nothing was appended) or the log is
             offline after an earlier disk error.
+        :raises ValueError: ``leader_epoch`` is below the latest epoch of the log (a caller
+            bug: a leader stamps its own, current epoch).
         """
         header = _validate(batch, self.config)
+        if leader_epoch < self.epochs.latest_epoch:
+            raise ValueError(f"epoch {leader_epoch} is below epoch {self.epochs.latest_epoch}")
         data = bytearray(batch)
         base_offset = self.log_end_offset
         set_base_offset(data, 0, base_offset)
         set_partition_leader_epoch(data, 0, leader_epoch)
         header = header._replace(base_offset=base_offset, partition_leader_epoch=leader_epoch)
+        self._check_online()
+        try:
+            # before the data: an epoch that starts where nothing was written is harmless,
+            # data whose epoch is not recorded is not
+            self.epochs.assign(leader_epoch, base_offset)
+        except OSError as error:
+            raise KafkaStorageError(f"leader epoch checkpoint failed: {error}") from error
         position = self._append(data, header)
-        self.epochs.assign(leader_epoch, base_offset)
         return AppendInfo(
             base_offset,
             header.last_offset,
@@ -281,14 +291,19 @@ class PartitionLog:
             header.size,
         )
 
-    def _append(self, data: bytearray, header: RecordBatchHeader) -> int:
+    def _check_online(self) -> None:
         if self.failure is not None:
             raise KafkaStorageError(f"{self.directory} is offline: {self.failure}")
+
+    def _append(self, data: bytearray, header: RecordBatchHeader) -> int:
         if self._should_roll(header):
             self.roll()
+        segment = self.active
         try:
-            return self.active.append(data, header)
+            return segment.append(data, header)
         except OSError as error:
+            if segment.broken:
+                self.failure = error
             raise KafkaStorageError(f"append to {self.directory} failed: {error}") from error
 
     def _should_roll(self, header: RecordBatchHeader) -> bool:
@@ -316,6 +331,8 @@ class PartitionLog:
                 old.next_offset,
                 index_interval_bytes=self.config.index_interval_bytes,
             )
+            # the new files must survive a crash once their data is fsynced
+            self.fs.fsync_dir(self.directory)
         except OSError as error:
             raise KafkaStorageError(f"roll of {self.directory} failed: {error}") from error
         self._unflushed_closed.append(old)
@@ -338,14 +355,16 @@ class PartitionLog:
             )
         limit = self.log_end_offset if max_offset is None else min(max_offset, self.log_end_offset)
         i = max(0, bisect_right([s.base_offset for s in self.segments], offset) - 1)
-        for segment in self.segments[i:]:
-            if segment.base_offset >= limit:
-                return None
-            found = segment.read_range(offset, max_bytes, limit)
-            if found is not None:
-                position, size = found
-                first = segment.batch_at(position).base_offset
-                return LogRead(segment.log, position, size, first)
+        try:
+            for segment in self.segments[i:]:
+                if segment.base_offset >= limit:
+                    return None
+                found = segment.read_range(offset, max_bytes, limit)
+                if found is not None:
+                    position, size, first = found
+                    return LogRead(segment.log, position, size, first)
+        except (OSError, ProtocolError) as error:
+            raise KafkaStorageError(f"read of {self.directory} failed: {error}") from error
         return None
 
     def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
@@ -423,38 +442,45 @@ class PartitionLog:
         self.flush_requested(self)
         return future
 
-    def flush(self) -> None:
-        """fsync everything appended so far and resolve the waiters it covers.
+    def flush(self, *, final: bool = False) -> int:
+        """fsync everything appended so far and resolve the waiters it covers; return how many
+        waiters it resolved.
 
-        Called by the flusher thread (and at shutdown). Appends that land while the fsync runs
-        are covered by the next call: that is the group commit.
+        Called by the flusher thread (and at shutdown with ``final``, which also syncs the
+        active segment's indexes). Appends that land while the fsync runs are covered by the
+        next call: that is the group commit. Rolled segments are synced whole; the active one
+        only its ``.log`` (see ``LogSegment.flush``).
         """
+        # Order matters: the target first (every offset below it is in a segment that exists
+        # now), then the active segment, then the rolled ones (``roll`` queues the old segment
+        # before switching), so no segment holding an offset below the target is missed.
         target = self.log_end_offset
+        active = self.active
         with self._io_lock:
             closed = list(self._unflushed_closed)
-            active = self.active
             try:
                 if self.failure is not None:
                     raise self.failure
                 for segment in closed:
                     segment.flush()
                     self._unflushed_closed.remove(segment)
-                if target > self.durable_offset:
-                    active.flush()
+                if final or target > self.durable_offset:
+                    active.flush(indexes=final)
             except OSError as error:
                 self.failure = error
                 self._fail_waiters(error)
-                return
+                return 0
         self.durable_offset = max(self.durable_offset, target)
-        self._resolve_waiters(target)
+        return self._resolve_waiters(target)
 
-    def _resolve_waiters(self, target: int) -> None:
+    def _resolve_waiters(self, target: int) -> int:
         ready = []
         with self._waiters_lock:
             while self._waiters and self._waiters[0][0] < target:
                 ready.append(heapq.heappop(self._waiters)[2])
         for future in ready:
             future.set_result(target)
+        return len(ready)
 
     def _fail_waiters(self, error: OSError) -> None:
         with self._waiters_lock:
@@ -464,7 +490,7 @@ class PartitionLog:
             future.set_exception(KafkaStorageError(f"fsync of {self.directory} failed: {error}"))
 
     def close(self) -> None:
-        """Close every file (after a final ``flush`` for a clean shutdown)."""
+        """Close every file (after ``flush(final=True)`` for a clean shutdown)."""
         with self._io_lock:
             for segment in self.segments:
                 segment.close()
@@ -507,16 +533,22 @@ def _validate(batch: bytes | bytearray | memoryview, config: LogConfig) -> Recor
     return header
 
 
-def _load_epochs(fs: FileSystem, directory: str, segments: list[LogSegment]) -> LeaderEpochCache:
-    """The checkpointed epochs; rebuilt from every batch header when the checkpoint is
-    missing or corrupt."""
+def _read_epochs(fs: FileSystem, directory: str) -> LeaderEpochCache | None:
+    """The checkpointed epochs, or ``None`` if the checkpoint is missing or corrupt."""
     path = posixpath.join(directory, LEADER_EPOCH_CHECKPOINT)
-    if fs.exists(path):
-        try:
-            return LeaderEpochCache(fs, path, read_epoch_checkpoint(fs, path))
-        except CorruptCheckpoint:
-            pass
-    cache = LeaderEpochCache(fs, path)
+    if not fs.exists(path):
+        return None
+    try:
+        return LeaderEpochCache(fs, path, read_epoch_checkpoint(fs, path))
+    except CorruptCheckpoint:
+        return None
+
+
+def _epochs_from_batches(
+    fs: FileSystem, directory: str, segments: list[LogSegment]
+) -> LeaderEpochCache:
+    """Epochs rebuilt from every batch header (when there is no usable checkpoint)."""
+    cache = LeaderEpochCache(fs, posixpath.join(directory, LEADER_EPOCH_CHECKPOINT))
     for segment in segments:
         position = 0
         while position < segment.size:

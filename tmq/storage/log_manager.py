@@ -117,7 +117,7 @@ class LogManager:
             flusher.stop()
         failed = False
         for log in self.logs.values():
-            log.flush()
+            log.flush(final=True)
             failed = failed or log.failure is not None
         self.checkpoint_recovery_points()
         for log in self.logs.values():

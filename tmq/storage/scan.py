@@ -9,7 +9,9 @@ This is what recovery trusts and what ``tmq debug dump-log`` shows. A batch is v
 * ``recordsCount == lastOffsetDelta + 1`` (tmq never compacts, so batches are dense);
 * its baseOffset is exactly the offset that follows the previous batch (baseOffset is outside
   the CRC: this catches a damaged one), and its partitionLeaderEpoch is not below the
-  previous batch's.
+  previous batch's — and, when the caller knows the partition's epochs (``epoch_at``, from the
+  leader-epoch checkpoint, which is written before any batch of a new epoch), it is exactly
+  the epoch in force at its baseOffset (partitionLeaderEpoch is outside the CRC too).
 
 The walk stops at the first invalid byte range and reports it as a ``Corruption``. In
 ``lenient`` mode (for inspection tools) a batch whose header is readable but which breaks one
@@ -18,7 +20,7 @@ of the other rules is reported with its ``problem`` and the walk goes on after i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from tmq.protocol.errors import ProtocolError
@@ -58,6 +60,7 @@ def scan_batches(
     max_batch_bytes: int,
     keep_data: bool = False,
     lenient: bool = False,
+    epoch_at: Callable[[int], int] | None = None,
 ) -> Iterator[ScannedBatch | Corruption]:
     """Yield each valid batch from ``position`` to ``end`` (default: the file's size), then a
     ``Corruption`` if the walk stopped before ``end``.
@@ -66,6 +69,7 @@ def scan_batches(
     :param min_epoch: the smallest partitionLeaderEpoch the first batch may carry.
     :param keep_data: include each batch's bytes in the result.
     :param lenient: report a readable batch that breaks a rule and go on (see module doc).
+    :param epoch_at: the leader epoch a batch starting at an offset must carry.
     """
     end = file.size if end is None else end
     while position < end:
@@ -84,7 +88,7 @@ def scan_batches(
             )
             return
         data = file.read(position, header.size)
-        problem = _problem(data, header, expected_offset, min_epoch)
+        problem = _problem(data, header, expected_offset, min_epoch, epoch_at)
         if problem is not None and not lenient:
             yield Corruption(position, problem)
             return
@@ -95,7 +99,11 @@ def scan_batches(
 
 
 def _problem(
-    data: bytes, header: RecordBatchHeader, expected_offset: int | None, min_epoch: int
+    data: bytes,
+    header: RecordBatchHeader,
+    expected_offset: int | None,
+    min_epoch: int,
+    epoch_at: Callable[[int], int] | None,
 ) -> str | None:
     if len(data) != header.size:
         return "batch shorter than its header says"
@@ -110,4 +118,9 @@ def _problem(
         return f"batch offset {header.base_offset} where {expected_offset} was expected"
     if header.partition_leader_epoch < min_epoch:
         return f"leader epoch {header.partition_leader_epoch} after epoch {min_epoch}"
+    if epoch_at is not None and header.partition_leader_epoch != epoch_at(header.base_offset):
+        return (
+            f"leader epoch {header.partition_leader_epoch} at offset {header.base_offset}, "
+            f"where the epoch checkpoint has {epoch_at(header.base_offset)}"
+        )
     return None

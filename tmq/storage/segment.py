@@ -13,8 +13,10 @@ never concurrently with ``close``/``delete`` (``PartitionLog`` guarantees that).
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from tmq.protocol.errors import ProtocolError
 from tmq.protocol.records import (
     HEADER_SIZE,
     MAX_BATCH_SIZE,
@@ -40,12 +42,10 @@ class SegmentRecovery:
 
     :param truncated_bytes: bytes cut off the end of the ``.log`` (0 if it was all valid).
     :param reason: why the walk stopped early (``None`` if it was not truncated).
-    :param epochs: ``(leader_epoch, first_offset)`` for each epoch change in the segment.
     """
 
     truncated_bytes: int
     reason: str | None
-    epochs: list[tuple[int, int]]
 
 
 class LogSegment:
@@ -80,6 +80,8 @@ class LogSegment:
         #: maxTimestamp of the first batch (what ``segment.ms`` counts from).
         self.first_batch_timestamp = NO_TIMESTAMP
         self._bytes_since_index_entry = 0
+        #: Set when a failed append could not be undone: the segment must not be used.
+        self.broken = False
 
     # -- construction ----------------------------------------------------------------------
 
@@ -127,17 +129,32 @@ class LogSegment:
 
     @classmethod
     def open_and_recover(
-        cls, fs: FileSystem, directory: str, base_offset: int, *, index_interval_bytes: int
+        cls,
+        fs: FileSystem,
+        directory: str,
+        base_offset: int,
+        *,
+        index_interval_bytes: int,
+        epoch_at: Callable[[int], int] | None = None,
     ) -> tuple[LogSegment, SegmentRecovery]:
         """Open an existing segment that may hold unflushed data, and ``recover`` it."""
         segment = cls._open_files(
             fs, directory, base_offset, index_interval_bytes=index_interval_bytes
         )
-        return segment, segment.recover()
+        return segment, segment.recover(epoch_at=epoch_at)
 
     def _load_indexes(self) -> None:
+        """Load both indexes, trusting them only if they agree with the log.
+
+        Checks: each file is well formed (``index``); the last offset-index entry points at the
+        batch it names; walking the batches after it, no entry is missing where Kafka's rule
+        would have written one; the last time-index entry names a batch whose maxTimestamp is
+        its timestamp. Anything else raises ``CorruptIndex`` and the segment is recovered.
+        """
         self.offset_index = OffsetIndex.load(self.offset_index.file, self.base_offset, self.size)
         start_offset, start_position = self.offset_index.lookup(1 << 62)
+        if start_position and self._base_offset_at(start_position) != start_offset:
+            raise CorruptIndex(f"{self.offset_index.file.path}: last entry points elsewhere")
         for item in scan_batches(
             self.log,
             position=start_position,
@@ -146,14 +163,39 @@ class LogSegment:
         ):
             if isinstance(item, Corruption):
                 raise CorruptIndex(f"{self.log.path}: {item.reason} at byte {item.position}")
+            if self._bytes_since_index_entry > self.index_interval_bytes:
+                raise CorruptIndex(f"{self.offset_index.file.path}: entries are missing")
             self._observe(item.header)
             self._bytes_since_index_entry += item.header.size
         self.time_index = TimeIndex.load(self.time_index.file, self.base_offset, self.next_offset)
         last = self.time_index.last_entry()
-        if last is not None and last[0] > self.max_timestamp:
-            self.max_timestamp, self._offset_of_max_timestamp = last
+        if last is None and len(self.offset_index):
+            raise CorruptIndex(f"{self.time_index.file.path}: entries are missing")
+        if last is not None:
+            if not self._time_entry_holds(*last):
+                raise CorruptIndex(f"{self.time_index.file.path}: last entry does not match")
+            if last[0] > self.max_timestamp:
+                self.max_timestamp, self._offset_of_max_timestamp = last
         if self.size:
             self.first_batch_timestamp = self.batch_at(0).max_timestamp
+
+    def _base_offset_at(self, position: int) -> int | None:
+        """The baseOffset of a readable batch header at ``position``, else ``None``."""
+        try:
+            return self.batch_at(position).base_offset
+        except ProtocolError:
+            return None
+
+    def _time_entry_holds(self, timestamp: int, offset: int) -> bool:
+        """Whether the batch at ``offset`` has maxTimestamp ``timestamp`` (what a time-index
+        entry claims)."""
+        try:
+            found = self._find_unchecked(offset)
+        except ProtocolError:
+            return False
+        return found is not None and found[1].base_offset == offset and (
+            found[1].max_timestamp == timestamp
+        )
 
     # -- state ------------------------------------------------------------------------------
 
@@ -190,12 +232,44 @@ class LogSegment:
         """Append one batch whose offsets are assigned (its baseOffset is ``next_offset``);
         return the position it was written at.
 
-        :raises OSError: the write failed; the segment is unchanged (``File`` contract).
+        :raises OSError: a write failed; the segment is as it was before the call. If even
+            undoing a partial append failed, ``broken`` is set and the segment must not be
+            used (the log goes offline; recovery repairs it at the next start).
         """
         position = self.log.append(batch)
-        self._observe(header)
-        self._index(header, position)
+        saved = (
+            self.next_offset,
+            self.max_timestamp,
+            self._offset_of_max_timestamp,
+            self.first_batch_timestamp,
+            self._bytes_since_index_entry,
+            len(self.offset_index),
+            len(self.time_index),
+        )
+        try:
+            self._observe(header)
+            self._index(header, position)
+        except OSError:
+            self._undo_append(position, saved)
+            raise
         return position
+
+    def _undo_append(self, position: int, saved: tuple) -> None:
+        (
+            self.next_offset,
+            self.max_timestamp,
+            self._offset_of_max_timestamp,
+            self.first_batch_timestamp,
+            self._bytes_since_index_entry,
+            offset_entries,
+            time_entries,
+        ) = saved
+        try:
+            self.log.truncate(position)
+            self.offset_index.truncate_entries(offset_entries)
+            self.time_index.truncate_entries(time_entries)
+        except OSError:
+            self.broken = True
 
     def truncate_to(self, offset: int) -> int:
         """Remove every batch whose last offset is at or after ``offset`` (so a batch holding
@@ -232,9 +306,12 @@ class LogSegment:
             self._bytes_since_index_entry += header.size
             position += header.size
 
-    def recover(self) -> SegmentRecovery:
+    def recover(self, *, epoch_at: Callable[[int], int] | None = None) -> SegmentRecovery:
         """Rebuild both indexes by walking and validating every batch (``scan``); cut the
-        ``.log`` at the first invalid byte."""
+        ``.log`` at the first invalid byte.
+
+        :param epoch_at: the leader epoch each batch must carry (from the epoch checkpoint).
+        """
         self.offset_index.reset()
         self.time_index.reset()
         self.next_offset = self.base_offset
@@ -242,27 +319,31 @@ class LogSegment:
         self._offset_of_max_timestamp = self.base_offset
         self.first_batch_timestamp = NO_TIMESTAMP
         self._bytes_since_index_entry = 0
-        epochs: list[tuple[int, int]] = []
-        truncated, reason = 0, None
         for item in scan_batches(
-            self.log, expected_offset=self.base_offset, max_batch_bytes=MAX_BATCH_SIZE
+            self.log,
+            expected_offset=self.base_offset,
+            max_batch_bytes=MAX_BATCH_SIZE,
+            epoch_at=epoch_at,
         ):
             if isinstance(item, Corruption):
-                truncated, reason = self.size - item.position, item.reason
+                truncated = self.size - item.position
                 self.log.truncate(item.position)
-                break
-            header = item.header
-            if not epochs or header.partition_leader_epoch != epochs[-1][0]:
-                epochs.append((header.partition_leader_epoch, header.base_offset))
-            self._observe(header)
-            self._index(header, item.position)
-        return SegmentRecovery(truncated, reason, epochs)
+                return SegmentRecovery(truncated, item.reason)
+            self._observe(item.header)
+            self._index(item.header, item.position)
+        return SegmentRecovery(0, None)
 
-    def flush(self) -> None:
-        """fsync the ``.log`` and both indexes."""
+    def flush(self, *, indexes: bool = True) -> None:
+        """fsync the ``.log`` and, unless ``indexes`` is false, both indexes.
+
+        The active segment's indexes need no fsync per commit: after a crash, recovery rebuilds
+        the indexes of every segment from the recovery point on. They are synced when the
+        segment rolls and at a clean shutdown, when later opens will trust them.
+        """
         self.log.fsync()
-        self.offset_index.file.fsync()
-        self.time_index.file.fsync()
+        if indexes:
+            self.offset_index.file.fsync()
+            self.time_index.file.fsync()
 
     def close(self) -> None:
         self.log.close()
@@ -283,9 +364,19 @@ class LogSegment:
 
     def find(self, offset: int) -> tuple[int, RecordBatchHeader] | None:
         """``(position, header)`` of the first batch whose last offset is at or after
-        ``offset``, or ``None`` if there is none in this segment."""
+        ``offset``, or ``None`` if there is none in this segment.
+
+        The index entry used is checked against the batch it points at; an entry that does
+        not match (an index damaged on disk) makes the segment rebuild its indexes.
+        """
         if offset >= self.next_offset:
             return None
+        indexed, position = self.offset_index.lookup(offset)
+        if position and self._base_offset_at(position) != indexed:
+            self.recover()
+        return self._find_unchecked(offset)
+
+    def _find_unchecked(self, offset: int) -> tuple[int, RecordBatchHeader] | None:
         _, position = self.offset_index.lookup(offset)
         size = self.size
         while position < size:
@@ -295,8 +386,10 @@ class LogSegment:
             position += header.size
         return None
 
-    def read_range(self, offset: int, max_bytes: int, max_offset: int) -> tuple[int, int] | None:
-        """The byte range ``(position, size)`` of whole batches to serve a read at ``offset``.
+    def read_range(
+        self, offset: int, max_bytes: int, max_offset: int
+    ) -> tuple[int, int, int] | None:
+        """``(position, size, first base offset)``: whole batches to serve a read at ``offset``.
 
         It starts with the batch holding ``offset`` (or the next one), takes only batches that
         start below ``max_offset``, and stops before ``max_bytes`` would be exceeded — but
@@ -306,6 +399,7 @@ class LogSegment:
         if found is None or found[1].base_offset >= max_offset:
             return None
         start, header = found
+        first = header.base_offset
         end = start + header.size
         size = self.size
         while end < size:
@@ -313,14 +407,22 @@ class LogSegment:
             if header.base_offset >= max_offset or end + header.size - start > max_bytes:
                 break
             end += header.size
-        return start, end - start
+        return start, end - start, first
 
     def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
         """``(offset, record timestamp)`` of the first record whose timestamp is at or after
-        ``timestamp``, or ``None`` if no record of this segment is that recent."""
+        ``timestamp``, or ``None`` if no record of this segment is that recent.
+
+        The time-index entry used is checked against its batch; a damaged one makes the
+        segment rebuild its indexes.
+        """
         if self.max_timestamp < timestamp:
             return None
-        found = self.find(self.time_index.lookup_before(timestamp))
+        entry = self.time_index.entry_before(timestamp)
+        if entry is not None and not self._time_entry_holds(*entry):
+            self.recover()
+            entry = self.time_index.entry_before(timestamp)
+        found = self.find(self.base_offset if entry is None else entry[1])
         if found is None:
             return None
         position, header = found
