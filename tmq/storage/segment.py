@@ -373,8 +373,30 @@ class LogSegment:
             return None
         indexed, position = self.offset_index.lookup(offset)
         if position and self._base_offset_at(position) != indexed:
-            self.recover()
+            self._reindex()
         return self._find_unchecked(offset)
+
+    def _reindex(self) -> None:
+        """Rebuild both indexes from the batch headers, for an index found damaged while the
+        log is in use. The ``.log`` is never cut here (that is recovery's job, at load): a
+        batch header that does not read ends the walk, and reads of it fail."""
+        saved = (self.next_offset, self.max_timestamp, self._offset_of_max_timestamp)
+        self.offset_index.reset()
+        self.time_index.reset()
+        self.next_offset = self.base_offset
+        self.max_timestamp = NO_TIMESTAMP
+        self._offset_of_max_timestamp = self.base_offset
+        self._bytes_since_index_entry = 0
+        position, size = 0, self.size
+        while position < size:
+            try:
+                header = self.batch_at(position)
+            except ProtocolError:
+                self.next_offset, self.max_timestamp, self._offset_of_max_timestamp = saved
+                return
+            self._observe(header)
+            self._index(header, position)
+            position += header.size
 
     def _find_unchecked(self, offset: int) -> tuple[int, RecordBatchHeader] | None:
         _, position = self.offset_index.lookup(offset)
@@ -420,7 +442,7 @@ class LogSegment:
             return None
         entry = self.time_index.entry_before(timestamp)
         if entry is not None and not self._time_entry_holds(*entry):
-            self.recover()
+            self._reindex()
             entry = self.time_index.entry_before(timestamp)
         found = self.find(self.base_offset if entry is None else entry[1])
         if found is None:
