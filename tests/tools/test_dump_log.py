@@ -358,6 +358,7 @@ class ClosedOutputTests:
             [sys.executable, "-m", "tmq.tools.cli", "debug", "dump-log", str(path)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            cwd=tmp_path,  # not the repo root, whose tmq/ would shadow the installed package
         )
         first = json.loads(process.stdout.readline())
         process.stdout.close()
