@@ -1,0 +1,136 @@
+"""BrokerProtocol: framing, in-order responses, back-pressure, hostile input."""
+
+from __future__ import annotations
+
+import struct
+
+from twisted.internet import defer
+from twisted.internet.testing import StringTransport
+
+from tmq.broker.dispatch import Dispatcher, RequestRefused
+from tmq.broker.server import BrokerProtocol
+from tmq.protocol.apis import ApiKey
+from tmq.protocol.framing import FrameDecoder, encode_frame
+from tmq.protocol.headers import encode_request_header
+from tmq.protocol.messages.api_versions import ApiVersionsRequest, ApiVersionsResponse
+from tmq.protocol.messages.metadata import MetadataRequest
+
+
+def frame(api_key: int, version: int, correlation_id: int, body: bytes) -> bytes:
+    header = encode_request_header(api_key, version, correlation_id, "test")
+    return b"".join(encode_frame(header, body))
+
+
+def metadata_frame(correlation_id: int) -> bytes:
+    return frame(ApiKey.METADATA, 1, correlation_id, MetadataRequest.build({"topics": []}, 1))
+
+
+class Harness:
+    """A protocol on a StringTransport, with a dispatcher whose Metadata answers are held in
+    Deferreds the test fires in any order."""
+
+    def __init__(self, max_in_flight: int = 10):
+        self.held: dict[int, defer.Deferred] = {}
+        self.dispatcher = Dispatcher(
+            {
+                ApiKey.METADATA: self._metadata,
+                ApiKey.API_VERSIONS: lambda header, request: {
+                    "error_code": 0,
+                    "api_keys": [],
+                },
+            }
+        )
+        self.protocol = BrokerProtocol(
+            self.dispatcher, max_frame_bytes=1024, max_in_flight=max_in_flight
+        )
+        self.transport = StringTransport()
+        self.protocol.makeConnection(self.transport)
+
+    def _metadata(self, header, request):
+        held = defer.Deferred()
+        self.held[header.correlation_id] = held
+        return held
+
+    def answer(self, correlation_id: int) -> None:
+        self.held.pop(correlation_id).callback({"brokers": [], "topics": []})
+
+    def correlation_ids(self) -> list[int]:
+        frames = FrameDecoder().feed(self.transport.value())
+        return [struct.unpack(">i", f[:4])[0] for f in frames]
+
+
+class BrokerProtocolTests:
+    """The connection-level contract."""
+
+    def test_responses_go_out_in_request_order(self):
+        """Answers completed out of order are written in request order."""
+        harness = Harness()
+        harness.protocol.dataReceived(metadata_frame(1) + metadata_frame(2) + metadata_frame(3))
+        harness.answer(3)
+        harness.answer(2)
+        assert harness.correlation_ids() == []
+        harness.answer(1)
+        assert harness.correlation_ids() == [1, 2, 3]
+
+    def test_requests_split_at_every_byte(self):
+        """A request fed one byte at a time is answered once."""
+        harness = Harness()
+        data = frame(ApiKey.API_VERSIONS, 0, 7, ApiVersionsRequest.build({}, 0))
+        for i in range(len(data)):
+            harness.protocol.dataReceived(data[i : i + 1])
+        assert harness.correlation_ids() == [7]
+
+    def test_reading_pauses_at_max_in_flight(self):
+        """With max_in_flight pending responses the socket is no longer read; it resumes
+        when they are answered."""
+        harness = Harness(max_in_flight=2)
+        harness.protocol.dataReceived(metadata_frame(1) + metadata_frame(2))
+        assert harness.transport.producerState == "paused"
+        harness.answer(1)
+        assert harness.transport.producerState == "producing"
+
+    def test_full_write_buffer_pauses_reading(self):
+        """When the transport pauses us (its buffer is full) we stop reading until resumed."""
+        harness = Harness()
+        harness.protocol.pauseProducing()
+        assert harness.transport.producerState == "paused"
+        harness.protocol.resumeProducing()
+        assert harness.transport.producerState == "producing"
+
+    def test_oversized_frame_closes_the_connection(self):
+        """A size prefix above the bound closes the connection without buffering."""
+        harness = Harness()
+        harness.protocol.dataReceived(struct.pack(">i", 10_000_000))
+        assert harness.transport.disconnecting
+
+    def test_unknown_api_closes_the_connection(self):
+        """An API key that is not served closes the connection."""
+        harness = Harness()
+        harness.protocol.dataReceived(frame(ApiKey.FETCH, 11, 1, b""))
+        assert harness.transport.disconnecting
+
+    def test_malformed_body_closes_the_connection(self):
+        """A body that does not decode closes the connection."""
+        harness = Harness()
+        harness.protocol.dataReceived(frame(ApiKey.METADATA, 1, 1, b"\x00\x00"))
+        assert harness.transport.disconnecting
+
+    def test_api_versions_above_the_range_gets_the_v0_fallback(self):
+        """ApiVersions v9 is answered with the v0 error body holding only ApiVersions."""
+        harness = Harness()
+        harness.protocol.dataReceived(frame(ApiKey.API_VERSIONS, 9, 5, b"\x00\x00\x00"))
+        (response,) = FrameDecoder().feed(harness.transport.value())
+        body = ApiVersionsResponse.parse(response[4:], 0)
+        assert body.error_code == 35
+        assert [k.api_key for k in body.api_keys] == [ApiKey.API_VERSIONS]
+
+    def test_refusal_from_a_handler_closes_after_earlier_answers(self):
+        """A handler that refuses (acks=0 produce failing) closes the connection."""
+        harness = Harness()
+
+        def refuse(header, request):
+            raise RequestRefused("no")
+
+        harness.dispatcher.handlers[ApiKey.API_VERSIONS] = refuse
+        harness.protocol.dataReceived(frame(ApiKey.API_VERSIONS, 0, 1, b""))
+        assert harness.transport.disconnecting

@@ -1,0 +1,173 @@
+"""The TCP side of the broker: frames in, responses out, in order, with back-pressure.
+
+``BrokerProtocol`` only moves bytes: ``FrameDecoder`` splits the stream, the request header is
+read, and the ``Dispatcher`` turns each request into a response (now or later, as a Deferred).
+Responses are written in request order (Kafka clients rely on it) however they complete.
+
+Back-pressure, per connection: while ``max_in_flight`` responses are pending, or while the
+transport's write buffer is full (the transport pauses us as its registered producer), the
+protocol stops reading from the socket; it resumes when both clear.
+
+Bad input never takes the broker down: an oversized or malformed frame, an unknown API or an
+unsupported version closes this connection (as Kafka does), logged once.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from twisted.internet import defer, interfaces
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from tmq.protocol.errors import ProtocolError
+from tmq.protocol.framing import FrameDecoder, encode_frame
+from tmq.protocol.headers import encode_response_header, read_request_header
+
+from .dispatch import Dispatcher, RequestRefused
+
+__all__ = ["BrokerFactory", "BrokerProtocol"]
+
+_log = Logger()
+
+
+@implementer(interfaces.IPushProducer)
+class BrokerProtocol(Protocol):
+    """One client connection.
+
+    :param dispatcher: turns requests into responses.
+    :param max_frame_bytes: the largest request accepted.
+    :param max_in_flight: pending responses at which reading stops.
+    """
+
+    def __init__(self, dispatcher: Dispatcher, *, max_frame_bytes: int, max_in_flight: int):
+        self._dispatcher = dispatcher
+        self._decoder = FrameDecoder(max_frame_bytes)
+        self._max_in_flight = max_in_flight
+        self._pending: deque[list] = deque()  # [header, response or Deferred, done flag]
+        self._write_paused = False
+        self._read_paused = False
+        self._closed = False
+        self.peer = "?"
+
+    # -- connection lifecycle -----------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        peer = self.transport.getPeer()
+        self.peer = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
+        self.transport.registerProducer(self, True)
+
+    def connectionLost(self, reason) -> None:
+        self._closed = True
+        for entry in self._pending:
+            if isinstance(entry[1], defer.Deferred):
+                entry[1].cancel()
+        self._pending.clear()
+
+    def _refuse(self, message: str) -> None:
+        _log.warn("closing connection from {peer}: {message}", peer=self.peer, message=message)
+        self._closed = True
+        self.transport.loseConnection()
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closed:
+            return
+        try:
+            frames = self._decoder.feed(data)
+        except ProtocolError as error:
+            self._refuse(str(error))
+            return
+        for frame in frames:
+            if self._closed:
+                return
+            self._handle(frame)
+
+    def _handle(self, frame: bytes) -> None:
+        try:
+            header, offset = read_request_header(frame)
+        except ProtocolError as error:
+            self._refuse(f"bad request header: {error}")
+            return
+        try:
+            response = self._dispatcher.dispatch(header, memoryview(frame)[offset:])
+        except RequestRefused as error:
+            self._refuse(str(error))
+            return
+        if response is None:
+            return  # acks=0 produce: no response
+        entry = [header, response, not isinstance(response, defer.Deferred)]
+        self._pending.append(entry)
+        if not entry[2]:
+            response.addBoth(self._completed, entry)
+        self._flush_ready()
+        self._update_reading()
+
+    def _completed(self, result, entry: list) -> None:
+        if isinstance(result, Failure):
+            if not self._closed:
+                if result.check(RequestRefused):
+                    self._refuse(result.getErrorMessage())
+                else:
+                    _log.failure("request from {peer} failed", result, peer=self.peer)
+                    self._refuse("internal error")
+            return
+        if self._closed:
+            return
+        entry[1] = result
+        entry[2] = True
+        self._flush_ready()
+        self._update_reading()
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def _flush_ready(self) -> None:
+        while self._pending and self._pending[0][2] and not self._closed:
+            header, body, _ = self._pending.popleft()
+            response_header = encode_response_header(
+                header.api_key, header.api_version, header.correlation_id
+            )
+            self.transport.writeSequence(encode_frame(response_header, *body))
+
+    def _update_reading(self) -> None:
+        should_pause = self._write_paused or len(self._pending) >= self._max_in_flight
+        if should_pause and not self._read_paused:
+            self._read_paused = True
+            self.transport.pauseProducing()
+        elif not should_pause and self._read_paused and not self._closed:
+            self._read_paused = False
+            self.transport.resumeProducing()
+
+    # IPushProducer: the transport tells us when its write buffer is full or drained.
+
+    def pauseProducing(self) -> None:
+        self._write_paused = True
+        self._update_reading()
+
+    def resumeProducing(self) -> None:
+        self._write_paused = False
+        self._update_reading()
+
+    def stopProducing(self) -> None:
+        self._closed = True
+
+
+class BrokerFactory(Factory):
+    """Builds a ``BrokerProtocol`` per connection, all sharing one dispatcher."""
+
+    def __init__(self, dispatcher: Dispatcher, *, max_frame_bytes: int, max_in_flight: int):
+        self.dispatcher = dispatcher
+        self.max_frame_bytes = max_frame_bytes
+        self.max_in_flight = max_in_flight
+
+    def buildProtocol(self, addr) -> BrokerProtocol:
+        protocol = BrokerProtocol(
+            self.dispatcher,
+            max_frame_bytes=self.max_frame_bytes,
+            max_in_flight=self.max_in_flight,
+        )
+        protocol.factory = self
+        return protocol
