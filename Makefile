@@ -8,7 +8,7 @@ SHELL := /bin/bash
 VENV := .venv
 TOX := $(VENV)/bin/tox
 # The matrix of tox.ini and the interpreters it needs.
-TOX_ENVS := py311,py312,py313,lint
+TOX_ENVS := py311,py312,py313,lint,integration
 PYTHONS := 3.11 3.12 3.13
 
 .PHONY: help test lint dev clean
@@ -20,7 +20,8 @@ help: ## List the targets
 # and tox says just "could not find". .ci/find-pythons locates them or stops with what to install;
 # tox gets their exact paths with --discover (one word each), not their directories on PATH,
 # which would also put their python3 and pip ahead of everything else.
-test: $(TOX) ## Unit tests on Python 3.11, 3.12, 3.13, then lint; sets up what is missing
+test: $(TOX) ## Unit tests on Python 3.11, 3.12, 3.13, lint, integration; sets up what is missing
+	.ci/system-packages
 	@pythons="$$(.ci/find-pythons $(PYTHONS))"; \
 	echo "make test: interpreters for tox:" $$pythons; \
 	$(TOX) run-parallel --parallel-no-spinner --discover $$pythons -e $(TOX_ENVS)

@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import bench, debug
+from . import bench, broker, debug
 from .errors import CommandError
 
 __all__ = ["build_parser", "main"]
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    broker.add_parser(commands)
     debug.add_parser(commands)
     bench.add_parser(commands)
     return parser
@@ -34,7 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``tmq`` with ``argv`` (default: the process arguments); return the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if getattr(args, "pass_through", False):
+        args.arguments = extra  # the subcommand parses its own options (``tmq broker``)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.run(args) or 0
     except CommandError as error:

@@ -1,0 +1,1 @@
+"""tmq.broker: the broker service — request handling, partitions, replica management."""

@@ -1,0 +1,272 @@
+"""Handlers of the cluster and offset APIs: ApiVersions, Metadata, CreateTopics, DeleteTopics,
+InitProducerId, FindCoordinator, OffsetCommit, OffsetFetch.
+
+Each takes the ``Broker``, the request header and the decoded request, and returns the
+response dict or a Deferred of it.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+
+from tmq.cluster.store import CommittedOffset, TopicExists, UnknownTopic
+from tmq.protocol.errors import ErrorCode
+from tmq.protocol.headers import RequestHeader
+
+from .broker import Broker, TopicError
+from .dispatch import Dispatcher
+
+__all__ = [
+    "api_versions",
+    "create_topics",
+    "delete_topics",
+    "find_coordinator",
+    "init_producer_id",
+    "metadata",
+    "offset_commit",
+    "offset_fetch",
+]
+
+
+def api_versions(dispatcher: Dispatcher, header: RequestHeader, request: dict) -> dict:
+    """The APIs served, each with the version range advertised (DESIGN §2)."""
+    return {
+        "error_code": ErrorCode.NONE,
+        "api_keys": [
+            {"api_key": api.key, "min_version": api.min_version, "max_version": api.max_version}
+            for api in dispatcher.served_apis()
+        ],
+    }
+
+
+def metadata(broker: Broker, header: RequestHeader, request: dict) -> dict:
+    """Brokers (this one), the controller (this one) and the topics asked for.
+
+    v0: an empty list means all topics; v1+: null means all. Unknown topics are created when
+    auto-creation is on (answered LEADER_NOT_AVAILABLE until they exist).
+    """
+    version = header.api_version
+    asked = request["topics"]
+    if asked is None or (version == 0 and not asked):
+        names = sorted(broker.topics)
+    else:
+        names = [topic["name"] for topic in asked]
+    allow_create = request["allow_auto_topic_creation"]
+    topics = []
+    for name in names:
+        spec = broker.topics.get(name)
+        if spec is None:
+            error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+            if allow_create and broker.maybe_auto_create(name):
+                error = ErrorCode.LEADER_NOT_AVAILABLE
+            topics.append({"error_code": error, "name": name, "partitions": []})
+            continue
+        partitions = []
+        for index in range(spec.partitions):
+            partition = broker.partitions.get((name, index))
+            if partition is None:
+                partitions.append(
+                    {
+                        "error_code": ErrorCode.LEADER_NOT_AVAILABLE,
+                        "partition_index": index,
+                        "leader_id": -1,
+                        "replica_nodes": list(spec.assignment[index]),
+                        "isr_nodes": [],
+                    }
+                )
+                continue
+            partitions.append(
+                {
+                    "error_code": ErrorCode.NONE,
+                    "partition_index": index,
+                    "leader_id": broker.config.broker_id,
+                    "leader_epoch": partition.leader_epoch,
+                    "replica_nodes": list(spec.assignment[index]),
+                    "isr_nodes": [broker.config.broker_id],
+                }
+            )
+        topics.append({"error_code": ErrorCode.NONE, "name": name, "partitions": partitions})
+    config = broker.config
+    return {
+        "brokers": [
+            {
+                "node_id": config.broker_id,
+                "host": config.advertised_host,
+                "port": broker.advertised_port,
+                "rack": config.rack,
+            }
+        ],
+        "cluster_id": config.cluster_id,
+        "controller_id": config.broker_id,
+        "topics": topics,
+    }
+
+
+def create_topics(broker: Broker, header: RequestHeader, request: dict):
+    """Create each topic (v4: -1 means the broker default); validate_only checks only."""
+    results = []
+    creations = []
+    for topic in request["topics"]:
+        name = topic["name"]
+        partitions = topic["num_partitions"]
+        factor = topic["replication_factor"]
+        if topic["assignments"]:
+            partitions = len(topic["assignments"])
+            factor = len(topic["assignments"][0]["broker_ids"])
+        if partitions == -1:
+            partitions = broker.config.num_partitions
+        if factor == -1:
+            factor = broker.config.default_replication_factor
+        configs = {c["name"]: c["value"] for c in topic["configs"] if c["value"] is not None}
+        result = {"name": name, "error_code": ErrorCode.NONE, "error_message": None}
+        results.append(result)
+        try:
+            if request["validate_only"]:
+                broker.validate_topic(name, partitions, factor, configs)
+                continue
+            created = broker.create_topic(name, partitions, factor, configs)
+        except TopicError as error:
+            result.update(error_code=error.error_code, error_message=str(error))
+            continue
+        created.addErrback(_topic_failed, result)
+        creations.append(created)
+    response = {"topics": results}
+    if not creations:
+        return response
+    return defer.gatherResults(creations).addCallback(lambda _: response)
+
+
+def _topic_failed(failure, result: dict) -> None:
+    if failure.check(TopicExists):
+        result.update(error_code=ErrorCode.TOPIC_ALREADY_EXISTS)
+    elif failure.check(UnknownTopic):
+        result.update(error_code=ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+    else:
+        result.update(error_code=ErrorCode.UNKNOWN_SERVER_ERROR)
+    result["error_message"] = failure.getErrorMessage()
+
+
+def delete_topics(broker: Broker, header: RequestHeader, request: dict):
+    """Delete each topic with its logs and committed offsets."""
+    results = []
+    deletions = []
+    for name in request["topic_names"]:
+        result = {"name": name, "error_code": ErrorCode.NONE}
+        results.append(result)
+        if name not in broker.topics:
+            result["error_code"] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+            continue
+        deletions.append(broker.delete_topic(name).addErrback(_topic_failed, result))
+    response = {"responses": results}
+    return defer.gatherResults(deletions).addCallback(lambda _: response)
+
+
+def init_producer_id(broker: Broker, header: RequestHeader, request: dict):
+    """A fresh producer id (epoch 0) for an idempotent producer; no transactions."""
+    if request["transactional_id"] is not None:
+        return {"error_code": ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED}
+
+    def answer(producer_id):
+        return {"error_code": ErrorCode.NONE, "producer_id": producer_id, "producer_epoch": 0}
+
+    def failed(failure):
+        return {"error_code": ErrorCode.COORDINATOR_NOT_AVAILABLE}
+
+    return broker.allocate_producer_id().addCallbacks(answer, failed)
+
+
+def find_coordinator(broker: Broker, header: RequestHeader, request: dict) -> dict:
+    """This broker coordinates every group; transactions are not supported."""
+    config = broker.config
+    if request["key_type"] != 0:
+        return {
+            "error_code": ErrorCode.COORDINATOR_NOT_AVAILABLE,
+            "error_message": "transactions are not supported",
+            "node_id": -1,
+            "host": "",
+            "port": -1,
+        }
+    return {
+        "error_code": ErrorCode.NONE,
+        "node_id": config.broker_id,
+        "host": config.advertised_host,
+        "port": broker.advertised_port,
+    }
+
+
+def offset_commit(broker: Broker, header: RequestHeader, request: dict):
+    """Store committed offsets of simple (generation -1) consumers."""
+    simple = request["generation_id"] == -1 and request["member_id"] == ""
+    limit = broker.config.offset_metadata_max_bytes
+    offsets = {}
+    topics = []
+    for topic in request["topics"]:
+        name = topic["name"]
+        partitions = []
+        for p in topic["partitions"]:
+            index = p["partition_index"]
+            error = ErrorCode.NONE
+            metadata = p["committed_metadata"]
+            if not simple:
+                error = ErrorCode.ILLEGAL_GENERATION
+            elif (name, index) not in broker.partitions:
+                error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+            elif metadata is not None and len(metadata.encode()) > limit:
+                error = ErrorCode.OFFSET_METADATA_TOO_LARGE
+            else:
+                offsets[name, index] = CommittedOffset(
+                    p["committed_offset"], metadata, p["committed_leader_epoch"]
+                )
+            partitions.append({"partition_index": index, "error_code": error})
+        topics.append({"name": name, "partitions": partitions})
+    response = {"topics": topics}
+    if not request["group_id"]:
+        for topic in topics:
+            for p in topic["partitions"]:
+                p["error_code"] = ErrorCode.INVALID_GROUP_ID
+        return response
+    if not offsets:
+        return response
+
+    def failed(failure):
+        for topic in topics:
+            for p in topic["partitions"]:
+                if p["error_code"] == ErrorCode.NONE:
+                    p["error_code"] = ErrorCode.COORDINATOR_NOT_AVAILABLE
+        return response
+
+    return broker.store.commit_offsets(request["group_id"], offsets).addCallbacks(
+        lambda _: response, failed
+    )
+
+
+def offset_fetch(broker: Broker, header: RequestHeader, request: dict):
+    """Committed offsets of a group (null topics, v2+: every partition it committed)."""
+    asked = request["topics"]
+    wanted = None
+    if asked is not None:
+        wanted = [(t["name"], index) for t in asked for index in t["partition_indexes"]]
+
+    def answer(committed):
+        keys = wanted if wanted is not None else sorted(committed)
+        by_topic: dict[str, list] = {}
+        for name, index in keys:
+            found = committed.get((name, index))
+            by_topic.setdefault(name, []).append(
+                {
+                    "partition_index": index,
+                    "committed_offset": found.offset if found else -1,
+                    "committed_leader_epoch": found.leader_epoch if found else -1,
+                    "metadata": found.metadata if found else "",
+                    "error_code": ErrorCode.NONE,
+                }
+            )
+        return {
+            "topics": [{"name": n, "partitions": ps} for n, ps in by_topic.items()],
+            "error_code": ErrorCode.NONE,
+        }
+
+    def failed(failure):
+        return {"topics": [], "error_code": ErrorCode.COORDINATOR_NOT_AVAILABLE}
+
+    return broker.store.fetch_offsets(request["group_id"], wanted).addCallbacks(answer, failed)

@@ -1,0 +1,331 @@
+"""Handlers of the data APIs: Produce, Fetch, ListOffsets, OffsetForLeaderEpoch.
+
+Each takes the ``Broker``, the request header and the decoded request, and returns the
+response as a dict (or a Deferred of one; ``None`` for acks=0). Per-partition problems are
+answered with Kafka error codes, never raised.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+
+from tmq.protocol.errors import ErrorCode
+from tmq.protocol.headers import RequestHeader
+from tmq.storage.config import FlushPolicy
+from tmq.storage.errors import LogError
+
+from .broker import Broker
+from .dispatch import RequestRefused
+from .partition import AppendOutcome, Partition
+
+__all__ = ["fetch", "list_offsets", "offset_for_leader_epoch", "produce"]
+
+_LATEST = -1
+_EARLIEST = -2
+
+
+def _deferred_from_future(clock, future) -> defer.Deferred:
+    """A Deferred fired on the reactor thread when a ``concurrent.futures.Future`` is done."""
+    result = defer.Deferred()
+
+    def fire(done):
+        error = done.exception()
+        if error is None:
+            result.callback(done.result())
+        else:
+            result.errback(error)
+
+    if future.done():
+        fire(future)
+    else:
+        future.add_done_callback(lambda done: clock.callFromThread(fire, done))
+    return result
+
+
+# -- Produce ------------------------------------------------------------------------------------
+
+
+def produce(broker: Broker, header: RequestHeader, request: dict):
+    """Append each partition's batch; answer after the durability the acks ask for.
+
+    acks=0: no response, and a failed append closes the connection (the producer then
+    refreshes its metadata). acks=1 and -1: the leader's append, fsynced first under
+    ``flush.policy=always``.
+    """
+    version = header.api_version
+    acks = request["acks"]
+    if acks not in (0, 1, -1):
+        return _produce_response(request, lambda *_: ErrorCode.INVALID_REQUIRED_ACKS)
+    if version < 3:
+        return _produce_response(request, lambda *_: ErrorCode.UNSUPPORTED_VERSION)
+    if request["transactional_id"] is not None:
+        refused = ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+        return _produce_response(request, lambda *_: refused)
+    outcomes: dict[tuple[str, int], AppendOutcome] = {}
+    waits = []
+    for topic in request["topic_data"]:
+        name = topic["name"]
+        for data in topic["partition_data"]:
+            key = (name, data["index"])
+            partition = broker.partitions.get(key)
+            if partition is None:
+                if name not in broker.topics:
+                    broker.maybe_auto_create(name)
+                outcomes[key] = AppendOutcome(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+                continue
+            if data["records"] is None:
+                outcomes[key] = AppendOutcome(ErrorCode.INVALID_RECORD, message="null records")
+                continue
+            outcome = partition.append(data["records"])
+            outcomes[key] = outcome
+            if acks != 0 and outcome.error == ErrorCode.NONE and _waits_for_fsync(partition):
+                waits.append((key, partition.log.durable(outcome.last_offset)))
+    if acks == 0:
+        if any(o.error != ErrorCode.NONE for o in outcomes.values()):
+            raise RequestRefused("acks=0 produce failed: closing so the producer refreshes")
+        return None
+
+    def respond(_=None):
+        return _produce_response(
+            request,
+            lambda name, index: outcomes[name, index].error,
+            outcomes,
+            broker,
+        )
+
+    if not waits:
+        return respond()
+    durable = [_deferred_from_future(broker.clock, future) for _, future in waits]
+
+    def storage_failed(failure, key):
+        outcomes[key] = AppendOutcome(ErrorCode.KAFKA_STORAGE_ERROR, message=str(failure.value))
+
+    for (key, _), wait in zip(waits, durable, strict=True):
+        wait.addErrback(storage_failed, key)
+    return defer.gatherResults(durable).addCallback(respond)
+
+
+def _waits_for_fsync(partition: Partition) -> bool:
+    return partition.log.config.flush_policy is FlushPolicy.ALWAYS
+
+
+def _produce_response(request: dict, error_of, outcomes=None, broker=None) -> dict:
+    responses = []
+    for topic in request["topic_data"]:
+        name = topic["name"]
+        partitions = []
+        for data in topic["partition_data"]:
+            index = data["index"]
+            error = error_of(name, index)
+            outcome = outcomes.get((name, index)) if outcomes else None
+            partition = broker.partitions.get((name, index)) if broker else None
+            partitions.append(
+                {
+                    "index": index,
+                    "error_code": error,
+                    "base_offset": outcome.base_offset if outcome and not error else -1,
+                    "log_start_offset": partition.log_start_offset if partition else -1,
+                    "error_message": outcome.message if outcome and error else None,
+                }
+            )
+        responses.append({"name": name, "partition_responses": partitions})
+    return {"responses": responses}
+
+
+# -- Fetch --------------------------------------------------------------------------------------
+
+
+def fetch(broker: Broker, header: RequestHeader, request: dict):
+    """Read up to the high watermark; wait (``max_wait_ms``) for ``min_bytes`` if needed.
+
+    Consumers only (replica_id -1). No fetch sessions: session id 0, full responses. The
+    first batch of the first partition with data is returned even above ``max_bytes``.
+    """
+    if request["replica_id"] >= 0:
+        return _fetch_error(request, ErrorCode.NOT_LEADER_OR_FOLLOWER)
+    response, size = _fetch_now(broker, request)
+    if size >= request["min_bytes"] or request["max_wait_ms"] <= 0 or _has_errors(response):
+        return response
+    keys = [
+        (topic["topic"], partition["partition"])
+        for topic in request["topics"]
+        for partition in topic["partitions"]
+    ]
+    enough = request["min_bytes"]
+    return broker.purgatory.delay(
+        keys,
+        check=lambda: _available_bytes(broker, request, enough) >= enough,
+        complete=lambda: _fetch_now(broker, request)[0],
+        timeout_s=request["max_wait_ms"] / 1000,
+    )
+
+
+def _has_errors(response: dict) -> bool:
+    return any(
+        p["error_code"] != ErrorCode.NONE for t in response["responses"] for p in t["partitions"]
+    )
+
+
+def _fetch_error(request: dict, error: ErrorCode) -> dict:
+    return {
+        "responses": [
+            {
+                "topic": topic["topic"],
+                "partitions": [
+                    {"partition_index": p["partition"], "error_code": error, "high_watermark": -1}
+                    for p in topic["partitions"]
+                ],
+            }
+            for topic in request["topics"]
+        ]
+    }
+
+
+def _available_bytes(broker: Broker, request: dict, enough: int) -> int:
+    """Bytes a fetch could return now, counted up to ``enough``."""
+    total = 0
+    for topic in request["topics"]:
+        for wanted in topic["partitions"]:
+            partition = broker.partitions.get((topic["topic"], wanted["partition"]))
+            if partition is None or wanted["fetch_offset"] >= partition.high_watermark:
+                continue
+            try:
+                read = partition.log.read(
+                    wanted["fetch_offset"], enough - total, partition.high_watermark
+                )
+            except LogError:
+                return enough  # answer now: the error is part of the response
+            total += read.size if read is not None else 0
+            if total >= enough:
+                break
+    return total
+
+
+def _fetch_now(broker: Broker, request: dict) -> tuple[dict, int]:
+    budget = request["max_bytes"]
+    total = 0
+    responses = []
+    for topic in request["topics"]:
+        name = topic["topic"]
+        partitions = []
+        for wanted in topic["partitions"]:
+            entry, records = _fetch_partition(broker, name, wanted, budget, total == 0)
+            if records is not None:
+                total += len(records)
+                budget -= len(records)
+            partitions.append(entry)
+        responses.append({"topic": name, "partitions": partitions})
+    return {"responses": responses}, total
+
+
+def _fetch_partition(broker: Broker, name: str, wanted: dict, budget: int, first: bool):
+    index = wanted["partition"]
+    entry = {"partition_index": index, "error_code": ErrorCode.NONE, "high_watermark": -1}
+    partition = broker.partitions.get((name, index))
+    if partition is None:
+        entry["error_code"] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+        return entry, None
+    error = partition.check_epoch(wanted["current_leader_epoch"])
+    high_watermark = partition.high_watermark
+    entry.update(
+        high_watermark=high_watermark,
+        last_stable_offset=high_watermark,
+        log_start_offset=partition.log_start_offset,
+    )
+    if error != ErrorCode.NONE:
+        entry["error_code"] = error
+        return entry, None
+    offset = wanted["fetch_offset"]
+    limit = wanted["partition_max_bytes"]
+    if not first:
+        limit = min(limit, budget)
+    if limit <= 0 and not first:
+        return entry, None
+    try:
+        if offset > high_watermark and offset <= partition.log.log_end_offset:
+            return entry, None  # past what consumers may see: nothing yet, not an error
+        read = partition.log.read(offset, max(limit, 1), high_watermark)
+    except LogError as error:
+        entry["error_code"] = error.error_code
+        return entry, None
+    if read is None:
+        entry["records"] = b""
+        return entry, None
+    records = read.read()
+    entry["records"] = records
+    return entry, records
+
+
+# -- ListOffsets --------------------------------------------------------------------------------
+
+
+def list_offsets(broker: Broker, header: RequestHeader, request: dict) -> dict:
+    """Earliest (-2), latest (-1: the high watermark) or the first offset at a timestamp."""
+    topics = []
+    for topic in request["topics"]:
+        name = topic["name"]
+        partitions = []
+        for wanted in topic["partitions"]:
+            partitions.append(_list_offset(broker, name, wanted))
+        topics.append({"name": name, "partitions": partitions})
+    return {"topics": topics}
+
+
+def _list_offset(broker: Broker, name: str, wanted: dict) -> dict:
+    index = wanted["partition_index"]
+    entry = {"partition_index": index, "error_code": ErrorCode.NONE}
+    partition = broker.partitions.get((name, index))
+    if partition is None:
+        entry["error_code"] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+        return entry
+    error = partition.check_epoch(wanted["current_leader_epoch"])
+    if error != ErrorCode.NONE:
+        entry["error_code"] = error
+        return entry
+    timestamp = wanted["timestamp"]
+    if timestamp == _LATEST:
+        entry.update(offset=partition.high_watermark, leader_epoch=partition.leader_epoch)
+    elif timestamp == _EARLIEST:
+        offset = partition.log_start_offset
+        entry.update(offset=offset, leader_epoch=partition.log.epochs.epoch_at(offset))
+    else:
+        try:
+            found = partition.log.offset_for_timestamp(timestamp)
+        except LogError as error:
+            entry["error_code"] = error.error_code
+            return entry
+        if found is not None and found[0] < partition.high_watermark:
+            offset, stamp = found
+            entry.update(
+                offset=offset,
+                timestamp=stamp,
+                leader_epoch=partition.log.epochs.epoch_at(offset),
+            )
+    return entry
+
+
+# -- OffsetForLeaderEpoch -----------------------------------------------------------------------
+
+
+def offset_for_leader_epoch(broker: Broker, header: RequestHeader, request: dict) -> dict:
+    """The end offset of a leader epoch on this replica (KIP-101/279), with KIP-320 fencing."""
+    topics = []
+    for topic in request["topics"]:
+        name = topic["topic"]
+        partitions = []
+        for wanted in topic["partitions"]:
+            index = wanted["partition"]
+            entry = {"partition": index, "error_code": ErrorCode.NONE}
+            partition = broker.partitions.get((name, index))
+            if partition is None:
+                entry["error_code"] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+            elif (error := partition.check_epoch(wanted["current_leader_epoch"])) != 0:
+                entry["error_code"] = error
+            else:
+                epoch, end = partition.log.epochs.end_offset_for(
+                    wanted["leader_epoch"], partition.log.log_end_offset
+                )
+                entry.update(leader_epoch=epoch, end_offset=end)
+            partitions.append(entry)
+        topics.append({"topic": name, "partitions": partitions})
+    return {"topics": topics}

@@ -1,0 +1,120 @@
+"""The service tree of a broker process (what ``tmq broker`` and ``twistd tmq-broker`` run).
+
+``BrokerService.startService`` opens the metadata store and the logs (recovering them after an
+unclean shutdown), starts leading the partitions, then listens. Nothing is opened in the
+constructor: twistd may fork between building and starting the service.
+``stopService`` stops accepting connections, then shuts the logs down cleanly (flush,
+checkpoints, clean-shutdown marker).
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+
+from twisted.application.service import Service
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from tmq.broker.broker import Broker
+from tmq.broker.config import BrokerConfig
+from tmq.broker.handlers import build_dispatcher
+from tmq.broker.server import BrokerFactory
+from tmq.cluster.local_store import LocalMetadataStore
+from tmq.storage.files import FileSystem, OsFileSystem
+from tmq.storage.log_manager import LogManager
+
+__all__ = ["METADATA_DIR", "BrokerService"]
+
+_log = Logger()
+
+#: The local metadata store's directory, inside the first data directory.
+METADATA_DIR = "__tmq_metadata"
+
+
+class BrokerService(Service):
+    """One broker: logs, metadata store, request handling, TCP listener.
+
+    :param reactor: provides TCP and time; injected (nothing imports the global reactor).
+    :param on_failure: called with the Failure if starting fails (the CLI exits 1 on it).
+    """
+
+    def __init__(self, config: BrokerConfig, reactor, *, fs: FileSystem | None = None,
+                 on_failure=None):
+        self.config = config
+        self.reactor = reactor
+        self.fs = fs or OsFileSystem()
+        self.on_failure = on_failure
+        self.broker: Broker | None = None
+        self.port = None
+        self._loops: list[task.LoopingCall] = []
+        self.started: defer.Deferred | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self.started = self._start()
+        self.started.addErrback(self._failed)
+
+    def _failed(self, failure) -> None:
+        _log.failure("the broker could not start", failure)
+        if self.on_failure is not None:
+            self.on_failure(failure)
+
+    @defer.inlineCallbacks
+    def _start(self):
+        config = self.config
+        data_dirs = [os.path.abspath(d) for d in config.data_dirs]
+        for data_dir in data_dirs:
+            self.fs.makedirs(data_dir)
+        store = LocalMetadataStore.open(self.fs, posixpath.join(data_dirs[0], METADATA_DIR))
+        logs = LogManager(
+            self.fs,
+            data_dirs,
+            lambda topic: broker.topic_log_config(topic),
+            lambda: int(self.reactor.seconds() * 1000),
+        )
+        broker = Broker(config, self.reactor, logs, store)
+        yield broker.start()
+        self.broker = broker
+        factory = BrokerFactory(
+            build_dispatcher(broker),
+            max_frame_bytes=config.max_frame_bytes,
+            max_in_flight=config.max_in_flight_requests,
+        )
+        self.port = self.reactor.listenTCP(
+            config.listen_port, factory, interface=config.listen_host
+        )
+        broker.advertised_port = config.advertised_port or self.port.getHost().port
+        self._every(config.retention_check_interval_ms, logs.apply_retention)
+        self._every(config.checkpoint_interval_ms, logs.checkpoint_recovery_points)
+        _log.info(
+            "broker {id} listening on {host}:{port} (advertised {advertised}:{aport}), "
+            "{count} partitions",
+            id=config.broker_id,
+            host=config.listen_host,
+            port=self.port.getHost().port,
+            advertised=config.advertised_host,
+            aport=broker.advertised_port,
+            count=len(broker.partitions),
+        )
+
+    def _every(self, interval_ms: int, function) -> None:
+        loop = task.LoopingCall(function)
+        loop.clock = self.reactor
+        loop.start(interval_ms / 1000, now=False).addErrback(
+            lambda failure: _log.failure("periodic task failed", failure)
+        )
+        self._loops.append(loop)
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        super().stopService()
+        for loop in self._loops:
+            if loop.running:
+                loop.stop()
+        if self.port is not None:
+            yield self.port.stopListening()
+        if self.broker is not None:
+            self.broker.stop()
+            yield self.broker.store.close()
+            _log.info("broker {id} stopped cleanly", id=self.config.broker_id)
