@@ -56,9 +56,7 @@ def topic(
     }
     spec = TopicSpec(name, partitions, replication_factor, assignment, configs or {})
     states = {
-        p: PartitionState(
-            leader=replicas[0], leader_epoch=0, isr=replicas, controller_epoch=1
-        )
+        p: PartitionState(leader=replicas[0], leader_epoch=0, isr=replicas, controller_epoch=1)
         for p, replicas in assignment.items()
     }
     return spec, states

@@ -178,6 +178,8 @@ class LocalMetadataStore:
         """Load the store in ``directory``, or create it there if the directory is missing or
         empty.
 
+        :param fs: the file system the store's files are on.
+        :param directory: the store's own directory (nothing else may keep files in it).
         :raises MetadataStoreError: a file is unreadable or corrupt (the message names it), or
             the directory holds files but no ``metadata.json``.
         """
@@ -459,11 +461,20 @@ def _create(fs: FileSystem, directory: str, metadata: _Metadata) -> None:
                 f"{directory} holds {', '.join(found)} but no {METADATA_FILE}: refusing to start "
                 "an empty metadata store over it"
             )
-    fs.makedirs(groups_dir)
-    fs.fsync_dir(posixpath.dirname(directory) or ".")
-    fs.fsync_dir(directory)
+    _make_dirs_durably(fs, groups_dir)
     document = _metadata_document(metadata)
     write_atomically(fs, posixpath.join(directory, METADATA_FILE), _encode(document))
+
+
+def _make_dirs_durably(fs: FileSystem, path: str) -> None:
+    """Create ``path`` and its missing parents, and fsync the parent of each one created."""
+    missing = []
+    while path and not fs.exists(path):
+        missing.append(path)
+        path = posixpath.dirname(path)
+    for directory in reversed(missing):
+        fs.makedirs(directory)
+        fs.fsync_dir(posixpath.dirname(directory) or ".")
 
 
 # -- decoding -----------------------------------------------------------------------------------
