@@ -319,10 +319,12 @@ class ProducerStateRebuildTests:
     """rebuild gives the state that recording the log's batches gave."""
 
     def test_rebuild_reproduces_the_state(self):
-        """Rebuilding from the log's headers gives the same entries and the same verdicts."""
+        """Rebuilding from the log's headers gives the same entries and the same verdicts;
+        batches without a producer id leave no state."""
         leader = MiniLeader()
         for i in range(8):
             leader.produce(batch(1, 0, i))
+            leader.produce(batch(-1, -1, -1))
             leader.produce(batch(2, 0, 2 * i, 2))
         leader.produce(batch(2, 1, 0))
         rebuilt = ProducerStateManager()

@@ -23,11 +23,11 @@ How the broker drives it (sans-IO: every time is passed in as ``now_ms``):
   (Kafka's REPLICATION origin), so a producer's retry after a failover is answered as a
   duplicate by the new leader.
 - Restart: ``rebuild(headers of every batch in the log, in offset order, now_ms)``.
-- Truncation: there is no ``truncate_to``. A truncated log may still hold batches that had been
-  pushed out of a producer's window of 5 (or hidden by an epoch bump that is now gone), which only
-  the log can give back, so after ``PartitionLog.truncate_to`` removed batches the caller calls
-  ``rebuild`` again. (Kafka reloads its latest producer snapshot below the new end and replays
-  the log from there; tmq keeps no snapshots and replays the whole log.)
+- Truncation: there is no ``truncate_to``. The batches left may include some that had been
+  pushed out of a producer's window of 5, or cleared by an epoch bump that was truncated away,
+  and only the log can give them back: after ``PartitionLog.truncate_to`` removed batches the
+  caller calls ``rebuild`` again. (Kafka reloads its latest producer snapshot below the new end
+  and replays the log from there; tmq keeps no snapshots and replays the whole log.)
 - Retention needs nothing: like Kafka, the state outlives the deleted segments until it expires.
 - Expiry: ``remove_expired(now_ms)`` from a periodic call (Kafka checks every 10 minutes) drops
   producers inactive for ``expiration_ms`` (Kafka's ``producer.id.expiration.ms``, default one
@@ -56,6 +56,7 @@ Not thread-safe: the reactor thread calls it.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -114,7 +115,8 @@ class Verdict:
     ``duplicate``.
 
     A duplicate carries the stored batch's offsets and max timestamp (the log append time for a
-    LogAppendTime batch), to be answered with ``error`` NONE and nothing appended.
+    LogAppendTime batch), to be answered with ``error`` NONE and nothing appended. (Kafka puts
+    that timestamp in the response's ``log_append_time`` whatever the topic's timestamp type.)
     """
 
     error: ErrorCode = ErrorCode.NONE
@@ -214,18 +216,29 @@ class ProducerStateManager:
 
     def rebuild(self, headers: Iterable[RecordBatchHeader], now_ms: int) -> None:
         """Replace the state with the one the log's batches give, as after recording each of
-        them at ``now_ms``. One pass, constant work per batch.
+        them at ``now_ms``. One pass that keeps only each producer's last 5 headers of its
+        latest epoch.
 
         :param headers: the header of every batch in the log, in offset order.
         :param now_ms: the broker's clock: every producer found was active at this time.
         """
-        producers: dict[int, ProducerEntry] = {}
-        get = producers.get
+        windows: dict[int, deque[RecordBatchHeader]] = {}
+        get = windows.get
         for header in headers:
             producer_id = header.producer_id
-            if producer_id >= 0:
-                producers[producer_id] = _with_batch(get(producer_id), header, now_ms)
-        self._producers = producers
+            if producer_id < 0:
+                continue
+            window = get(producer_id)
+            if window is None or window[-1].producer_epoch != header.producer_epoch:
+                windows[producer_id] = deque((header,), NUM_BATCHES_TO_RETAIN)
+            else:
+                window.append(header)
+        self._producers = {
+            producer_id: ProducerEntry(
+                window[-1].producer_epoch, tuple(map(_metadata, window)), now_ms
+            )
+            for producer_id, window in windows.items()
+        }
 
     def remove_expired(self, now_ms: int) -> int:
         """Forget the producers inactive for ``expiration_ms`` or longer; return how many.
@@ -248,18 +261,23 @@ class ProducerStateManager:
         return entry
 
 
-def _with_batch(
-    entry: ProducerEntry | None, header: RecordBatchHeader, now_ms: int
-) -> ProducerEntry:
-    """``entry`` (``None``: a producer not known) after the batch of ``header``."""
+def _metadata(header: RecordBatchHeader) -> BatchMetadata:
+    """The metadata of the stored batch ``header``."""
     base_offset = header.base_offset
-    batch = BatchMetadata(
+    return BatchMetadata(
         header.base_sequence,
         header.last_sequence,
         base_offset,
         base_offset + header.last_offset_delta,
         header.max_timestamp,
     )
+
+
+def _with_batch(
+    entry: ProducerEntry | None, header: RecordBatchHeader, now_ms: int
+) -> ProducerEntry:
+    """``entry`` (``None``: a producer not known) after the stored batch ``header``."""
+    batch = _metadata(header)
     epoch = header.producer_epoch
     if entry is None or entry.epoch != epoch:
         return ProducerEntry(epoch, (batch,), now_ms)
