@@ -9,11 +9,13 @@ checkpoints, clean-shutdown marker).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import posixpath
 
 from twisted.application.service import Service
 from twisted.internet import defer, task
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
 from tmq.broker.broker import Broker
@@ -21,15 +23,18 @@ from tmq.broker.config import BrokerConfig
 from tmq.broker.handlers import build_dispatcher
 from tmq.broker.server import BrokerFactory
 from tmq.cluster.local_store import LocalMetadataStore
+from tmq.cluster.store import MetadataStoreError
 from tmq.storage.files import FileSystem, OsFileSystem
 from tmq.storage.log_manager import LogManager
 
-__all__ = ["METADATA_DIR", "BrokerService"]
+__all__ = ["LOCK_FILE", "METADATA_DIR", "BrokerService", "DataDirInUse"]
 
 _log = Logger()
 
 #: The local metadata store's directory, inside the first data directory.
 METADATA_DIR = "__tmq_metadata"
+#: The lock file of a data directory.
+LOCK_FILE = ".lock"
 
 
 class BrokerService(Service):
@@ -48,6 +53,7 @@ class BrokerService(Service):
         self.broker: Broker | None = None
         self.port = None
         self._loops: list[task.LoopingCall] = []
+        self._locks: list[int] = []
         self.started: defer.Deferred | None = None
 
     def startService(self) -> None:
@@ -56,7 +62,11 @@ class BrokerService(Service):
         self.started.addErrback(self._failed)
 
     def _failed(self, failure) -> None:
-        _log.failure("the broker could not start", failure)
+        if failure.check(DataDirInUse, CannotListenError, MetadataStoreError, OSError):
+            # expected trouble (port taken, directory locked or unwritable): no traceback
+            _log.error("the broker could not start: {reason}", reason=failure.getErrorMessage())
+        else:
+            _log.failure("the broker could not start", failure)
         if self.on_failure is not None:
             self.on_failure(failure)
 
@@ -66,6 +76,7 @@ class BrokerService(Service):
         data_dirs = [os.path.abspath(d) for d in config.data_dirs]
         for data_dir in data_dirs:
             self.fs.makedirs(data_dir)
+            self._locks.append(_lock_data_dir(data_dir))
         store = LocalMetadataStore.open(self.fs, posixpath.join(data_dirs[0], METADATA_DIR))
         logs = LogManager(
             self.fs,
@@ -118,3 +129,25 @@ class BrokerService(Service):
             self.broker.stop()
             yield self.broker.store.close()
             _log.info("broker {id} stopped cleanly", id=self.config.broker_id)
+        for fd in self._locks:
+            os.close(fd)
+        self._locks.clear()
+
+
+def _lock_data_dir(data_dir: str) -> int:
+    """Hold an exclusive lock on ``<data_dir>/.lock`` for the life of the process, so that
+    two brokers never write the same logs.
+
+    :raises DataDirInUse: another process holds it.
+    """
+    fd = os.open(os.path.join(data_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DataDirInUse(f"{data_dir} is in use by another broker") from None
+    return fd
+
+
+class DataDirInUse(Exception):
+    """A data directory locked by another process."""
