@@ -1,0 +1,672 @@
+"""The producer: records batched per partition, sent to each partition's leader.
+
+``send()`` returns at once with a Deferred for the record's ``RecordMetadata``. Records wait in a
+batch of their partition until it holds ``batch_bytes`` or is ``linger_ms`` old (or ``flush()``
+is called), then each leader gets one Produce request carrying at most one batch per partition,
+as Produce v3+ requires. A partition has at most ``max_in_flight_per_partition`` batches in
+flight.
+
+Delivery: a batch that fails with a retriable error (connection loss, timeout,
+NOT_LEADER_OR_FOLLOWER, ...) is sent again after a backoff that doubles up to
+``retry_backoff_max_ms``, with a metadata refresh first when the error says the leader moved;
+its records fail only once ``delivery_timeout_ms`` has passed since they were sent, or at once on
+an error that is not retriable.
+
+Idempotence (acks=-1, the default): the producer gets a producer id (InitProducerId) and stamps
+every batch with the next sequence numbers of its partition. A retried batch keeps its sequence
+numbers, so a broker that already wrote it answers with the original offset instead of writing
+it twice. Batches of a partition go on the wire in sequence order: a retry waits until every
+batch before it is answered, and a batch answered OUT_OF_ORDER_SEQUENCE_NUMBER while an earlier
+one is still unanswered is simply retried after it. When a batch fails for good, the broker
+cannot have written the batches behind it (their sequence numbers would leave a gap), so those
+are stamped again from the failed batch's sequence. When the broker no longer accepts the
+sequence (OUT_OF_ORDER_SEQUENCE_NUMBER for the next expected batch, UNKNOWN_PRODUCER_ID), or a
+batch's outcome is unknown when it fails, the producer asks for a new producer id and each
+partition starts again from sequence 0.
+
+acks=0: the broker sends no response; records resolve with offset -1 once written to the
+connection.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from collections.abc import Iterable
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from tmq.protocol.apis import ApiKey
+from tmq.protocol.compression import Codec
+from tmq.protocol.errors import ErrorCode
+from tmq.protocol.records import HEADER_SIZE
+
+from ._batching import Batch, PartitionQueue, PendingRecord
+from .cluster import Cluster
+from .errors import (
+    BrokerResponseError,
+    ClientClosedError,
+    KafkaError,
+    UnsupportedVersionError,
+)
+from .partitioner import Partitioner
+
+__all__ = ["BufferFullError", "Producer", "RecordMetadata"]
+
+_log = Logger()
+
+_ZSTD_MIN_PRODUCE_VERSION = 7
+
+#: Errors that mean the client's view of partition leadership is out of date.
+_METADATA_ERRORS = frozenset(
+    {
+        ErrorCode.NOT_LEADER_OR_FOLLOWER,
+        ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+        ErrorCode.LEADER_NOT_AVAILABLE,
+        ErrorCode.FENCED_LEADER_EPOCH,
+        ErrorCode.UNKNOWN_LEADER_EPOCH,
+        ErrorCode.KAFKA_STORAGE_ERROR,
+    }
+)
+#: Errors after which the broker will not take this producer id's next sequence.
+_PRODUCER_ID_ERRORS = frozenset(
+    {
+        ErrorCode.UNKNOWN_PRODUCER_ID,
+        ErrorCode.INVALID_PRODUCER_EPOCH,
+        ErrorCode.INVALID_PRODUCER_ID_MAPPING,
+    }
+)
+
+
+class BufferFullError(KafkaError):
+    """``send`` refused a record: ``max_buffered_bytes`` are already waiting to be sent.
+
+    Wait for some deliveries (or ``flush()``) and send again.
+    """
+
+    retriable = True
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordMetadata:
+    """Where a record was written.
+
+    :ivar offset: the record's offset, -1 with acks=0 (no answer) or when the broker did not
+        say (a duplicate reported as DUPLICATE_SEQUENCE_NUMBER).
+    :ivar timestamp: the broker's LogAppendTime if the topic uses it, else the record's
+        CreateTime, in milliseconds.
+    """
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+
+
+class Producer:
+    """Sends records to Kafka topics (see the module docstring for delivery semantics).
+
+    Not thread-safe: use it from the reactor thread (``tmq.client.sync`` wraps it for scripts).
+
+    :param cluster: the shared ``Cluster`` (the producer does not close it).
+    :param acks: 0 (no answer), 1 (the leader wrote it) or -1 (every in-sync replica has it).
+    :param idempotent: stamp batches with producer id and sequence numbers; defaults to
+        ``acks == -1`` and requires it.
+    :param compression: the codec of every batch (ZSTD needs a broker with Produce v7+).
+    :param linger_ms: how long a batch waits for more records before it is sent.
+    :param batch_bytes: a batch this large (uncompressed estimate) is sent without lingering.
+    :param max_request_bytes: a single record larger than this is refused.
+    :param max_buffered_bytes: records not yet delivered may hold at most this much; ``send``
+        fails with ``BufferFullError`` beyond it.
+    :param ack_timeout_ms: the Produce request's ``timeout_ms``: how long the broker may wait
+        for replicas (acks=-1) before answering REQUEST_TIMED_OUT.
+    :param delivery_timeout_ms: how long after ``send`` a record may still be retried.
+    :param retry_backoff_ms: first wait before a retry; doubles each time.
+    :param retry_backoff_max_ms: the longest wait between retries.
+    :param max_in_flight_per_partition: unanswered batches per partition (at most 5 with
+        idempotence, as brokers keep the last 5 batches for deduplication).
+    :param partitioner: picks partitions for records sent without one.
+    """
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        *,
+        acks: int = -1,
+        idempotent: bool | None = None,
+        compression: Codec = Codec.NONE,
+        linger_ms: float = 5,
+        batch_bytes: int = 16_384,
+        max_request_bytes: int = 1_048_576,
+        max_buffered_bytes: int = 33_554_432,
+        ack_timeout_ms: int = 30_000,
+        delivery_timeout_ms: int = 120_000,
+        retry_backoff_ms: float = 100,
+        retry_backoff_max_ms: float = 1_000,
+        max_in_flight_per_partition: int = 5,
+        partitioner: Partitioner | None = None,
+    ):
+        if acks not in (-1, 0, 1):
+            raise ValueError(f"acks must be -1, 0 or 1, not {acks!r}")
+        if idempotent is None:
+            idempotent = acks == -1
+        if idempotent and acks != -1:
+            raise ValueError("an idempotent producer needs acks=-1")
+        if idempotent and not 1 <= max_in_flight_per_partition <= 5:
+            raise ValueError("an idempotent producer allows 1 to 5 batches in flight")
+        self._cluster = cluster
+        self._clock = cluster.reactor
+        self.acks = acks
+        self.idempotent = idempotent
+        self._codec = Codec(compression)
+        self._linger_s = linger_ms / 1000
+        self._batch_bytes = batch_bytes
+        self._max_request_bytes = max_request_bytes
+        self._max_buffered_bytes = max_buffered_bytes
+        self._ack_timeout_ms = ack_timeout_ms
+        self._delivery_timeout_s = delivery_timeout_ms / 1000
+        self._backoff_s = retry_backoff_ms / 1000
+        self._backoff_max_s = retry_backoff_max_ms / 1000
+        self._max_in_flight = max_in_flight_per_partition
+        self._partitioner = partitioner if partitioner is not None else Partitioner()
+
+        self._partitions: dict[tuple[str, int], PartitionQueue] = {}
+        self._awaiting_topic: dict[str, list[PendingRecord]] = {}
+        self._topic_attempts: collections.Counter[str] = collections.Counter()
+        self._timers: dict[Any, IDelayedCall] = {}
+        self._refreshing = False
+        self._refresh_after = 0.0
+        self._producer_id = -1
+        self._producer_epoch = -1
+        self._producer_id_attempts = 0
+        self._asking_producer_id = False
+        self._fatal: KafkaError | None = None
+        self._closed = False
+        self._buffered_bytes = 0
+        self._next_index = 0
+        self._unfinished = 0
+        self._flushes: list[list] = []  # [target index, records left, Deferred]
+
+    # -- public API ------------------------------------------------------------------------
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Estimated bytes of the records sent but not yet resolved."""
+        return self._buffered_bytes
+
+    @property
+    def producer_id(self) -> int:
+        """The current producer id (-1 before InitProducerId, or without idempotence)."""
+        return self._producer_id
+
+    def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        partition: int | None = None,
+        headers: Iterable[tuple[str, bytes | None]] = (),
+        timestamp_ms: int | None = None,
+    ) -> Deferred:
+        """Queue a record for ``topic``.
+
+        :param value: the record value (``None`` is a tombstone).
+        :param key: the record key; it picks the partition when ``partition`` is ``None``.
+        :param partition: the partition, or ``None`` to let the partitioner choose.
+        :param headers: ``(key, value)`` pairs, the keys UTF-8 strings.
+        :param timestamp_ms: the record's CreateTime; now by default.
+        :returns: a Deferred firing with the record's ``RecordMetadata``, or failing with a
+            ``KafkaError`` (``ClientClosedError`` after ``close``, ``BufferFullError``, the
+            broker's error, or the last retriable error once the delivery timeout passed).
+        """
+        if self._closed:
+            return fail(ClientClosedError("the producer is closed"))
+        if self._fatal is not None:
+            return fail(self._fatal)
+        try:
+            key = None if key is None else bytes(key)
+            value = None if value is None else bytes(value)
+            headers = tuple((str(k), None if v is None else bytes(v)) for k, v in headers)
+        except TypeError as e:
+            return fail(e)
+        now = self._clock.seconds()
+        if timestamp_ms is None:
+            timestamp_ms = int(now * 1000)
+        record = PendingRecord(
+            topic, partition, key, value, headers, timestamp_ms, self._next_index, now, Deferred()
+        )
+        if record.size + HEADER_SIZE > self._max_request_bytes:
+            return fail(
+                BrokerResponseError(
+                    ErrorCode.MESSAGE_TOO_LARGE,
+                    f"record of {record.size} bytes for {topic} (max_request_bytes "
+                    f"{self._max_request_bytes})",
+                )
+            )
+        if self._buffered_bytes + record.size > self._max_buffered_bytes:
+            return fail(BufferFullError(f"{self._buffered_bytes} bytes are waiting to be sent"))
+        self._next_index += 1
+        self._unfinished += 1
+        self._buffered_bytes += record.size
+        deferred = record.waiter
+        info = self._cluster.metadata.topics.get(topic)
+        if topic in self._awaiting_topic or info is None or not info.partitions:
+            self._await_topic(record)
+        else:
+            self._add(record, info.partition_count)
+        return deferred
+
+    def flush(self) -> Deferred:
+        """Send every queued record now, lingering no longer.
+
+        :returns: a Deferred firing with ``None`` once every record sent before this call is
+            resolved (delivered or failed: each ``send`` Deferred tells which).
+        """
+        if self._unfinished == 0:
+            return succeed(None)
+        waiter = [self._next_index, self._unfinished, Deferred()]
+        self._flushes.append(waiter)
+        self._schedule_drain(self._clock.seconds())
+        return waiter[2]
+
+    def close(self, timeout_ms: float | None = None) -> Deferred:
+        """Stop taking records, deliver those queued, then stop.
+
+        :param timeout_ms: after this long, records still undelivered fail with
+            ``ClientClosedError``; by default close waits for every record (each bounded by the
+            delivery timeout).
+        :returns: a Deferred firing with ``None`` when nothing is left to do.
+        """
+        self._closed = True
+        flushed = self.flush()
+        if timeout_ms is not None and not flushed.called:
+            self._set_timer("close", timeout_ms / 1000, self._abandon)
+        flushed.addBoth(self._stopped)
+        return flushed
+
+    # -- accepting records -----------------------------------------------------------------
+
+    def _await_topic(self, record: PendingRecord) -> None:
+        waiting = self._awaiting_topic.setdefault(record.topic, [])
+        waiting.append(record)
+        if len(waiting) == 1:
+            self._look_up_topic(record.topic)
+
+    def _look_up_topic(self, topic: str) -> None:
+        looked_up = self._cluster.topic(topic)
+        looked_up.addCallbacks(self._topic_known, self._topic_unknown, errbackArgs=(topic,))
+
+    def _topic_known(self, info) -> None:
+        self._topic_attempts.pop(info.name, None)
+        for record in self._awaiting_topic.pop(info.name, []):
+            self._add(record, info.partition_count)
+
+    def _topic_unknown(self, failure: Failure, topic: str) -> None:
+        waiting = self._awaiting_topic.get(topic, [])
+        now = self._clock.seconds()
+        retriable = failure.check(KafkaError) and failure.value.retriable
+        keep = []
+        for record in waiting:
+            if retriable and now < record.sent_at + self._delivery_timeout_s:
+                keep.append(record)
+            else:
+                self._resolve(record, failure)
+        if not keep:
+            self._awaiting_topic.pop(topic, None)
+            self._topic_attempts.pop(topic, None)
+            return
+        self._awaiting_topic[topic] = keep
+        self._topic_attempts[topic] += 1
+        self._cluster.request_update()
+        delay = min(
+            self._backoff(self._topic_attempts[topic]),
+            keep[0].sent_at + self._delivery_timeout_s - now,
+        )
+        self._set_timer(("topic", topic), delay, self._look_up_topic, topic)
+
+    def _add(self, record: PendingRecord, partition_count: int) -> None:
+        if record.partition is None:
+            record.partition = self._partitioner.partition(record.key, partition_count)
+        elif not 0 <= record.partition < partition_count:
+            self._resolve(
+                record,
+                Failure(
+                    BrokerResponseError(
+                        ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                        f"partition {record.partition} of {record.topic} "
+                        f"(it has {partition_count})",
+                    )
+                ),
+            )
+            return
+        queue = self._queue(record.topic, record.partition)
+        now = self._clock.seconds()
+        full = queue.append(
+            record,
+            now=now,
+            batch_bytes=self._batch_bytes,
+            delivery_timeout_s=self._delivery_timeout_s,
+        )
+        self._schedule_drain(now if full else queue.queue[-1].created + self._linger_s)
+
+    def _queue(self, topic: str, partition: int) -> PartitionQueue:
+        queue = self._partitions.get((topic, partition))
+        if queue is None:
+            queue = self._partitions[(topic, partition)] = PartitionQueue()
+        return queue
+
+    # -- draining batches into requests ----------------------------------------------------
+
+    def _schedule_drain(self, when: float) -> None:
+        if self._unfinished == 0 or self._fatal is not None:
+            return
+        timer = self._timers.get("drain")
+        if timer is not None and timer.getTime() <= when:
+            return
+        self._set_timer("drain", when - self._clock.seconds(), self._drain)
+
+    def _drain(self) -> None:
+        if self.idempotent and self._producer_id < 0 and "producer_id" not in self._timers:
+            self._ask_producer_id()
+        now = self._clock.seconds()
+        lingering = not self._flushes
+        wake = float("inf")
+        requests: dict[int, list[list[Batch]]] = collections.defaultdict(list)
+        leaderless = False
+        for queue in list(self._partitions.values()):
+            sent = 0
+            while queue.queue:
+                batch = queue.queue[0]
+                if now >= batch.deadline:
+                    queue.queue.pop(0)
+                    self._expire(queue, batch)
+                    continue
+                if batch.attempts:
+                    ready_at = batch.retry_at
+                elif batch.closed or not lingering or self._closed:
+                    ready_at = now
+                else:
+                    ready_at = batch.created + self._linger_s
+                if ready_at > now:
+                    wake = min(wake, ready_at, batch.deadline)
+                    break
+                leader = self._cluster.leader_for(batch.topic, batch.partition)
+                if leader is None:
+                    leaderless = True
+                    wake = min(wake, batch.deadline)
+                    break
+                if not queue.may_send(
+                    batch,
+                    max_in_flight=self._max_in_flight,
+                    idempotent=self.idempotent,
+                    producer_id=self._producer_id,
+                    epoch=self._producer_epoch,
+                ):
+                    wake = min(wake, batch.deadline)
+                    break
+                queue.start(idempotent=self.idempotent, codec=self._codec)
+                per_node = requests[leader]
+                if len(per_node) <= sent:
+                    per_node.append([])
+                per_node[sent].append(batch)
+                sent += 1
+        if leaderless:
+            if now >= self._refresh_after:
+                self._refresh_metadata()
+            else:
+                wake = min(wake, self._refresh_after)
+        if wake != float("inf"):
+            self._schedule_drain(wake)
+        for node, batch_lists in requests.items():
+            for batches in batch_lists:
+                self._send_request(node, batches)
+
+    def _send_request(self, node: int, batches: list[Batch]) -> None:
+        def body(version: int) -> dict:
+            if self._codec == Codec.ZSTD and version < _ZSTD_MIN_PRODUCE_VERSION:
+                raise UnsupportedVersionError(
+                    f"zstd needs Produce v{_ZSTD_MIN_PRODUCE_VERSION}, broker {node} offers "
+                    f"v{version}"
+                )
+            topics: dict[str, list[dict]] = {}
+            for batch in batches:
+                topics.setdefault(batch.topic, []).append(
+                    {"index": batch.partition, "records": batch.encoded}
+                )
+            return {
+                "transactional_id": None,
+                "acks": self.acks,
+                "timeout_ms": self._ack_timeout_ms,
+                "topic_data": [
+                    {"name": name, "partition_data": data} for name, data in topics.items()
+                ],
+            }
+
+        sent = self._cluster.send(
+            node,
+            ApiKey.PRODUCE,
+            body,
+            expect_response=self.acks != 0,
+            timeout_ms=self._ack_timeout_ms + self._cluster.request_timeout_ms,
+        )
+        sent.addCallbacks(self._answered, self._request_failed, (batches,), None, (batches,))
+
+    # -- outcomes --------------------------------------------------------------------------
+
+    def _answered(self, response: Any, batches: list[Batch]) -> None:
+        if response is None:  # acks=0
+            for batch in batches:
+                self._delivered(batch, -1, -1)
+            self._schedule_drain(self._clock.seconds())
+            return
+        answers = {
+            (topic.name, p.index): p
+            for topic in response.responses
+            for p in topic.partition_responses
+        }
+        for batch in batches:
+            answer = answers.get((batch.topic, batch.partition))
+            if answer is None:
+                error: KafkaError = BrokerResponseError(
+                    ErrorCode.UNKNOWN_SERVER_ERROR,
+                    f"Produce to {batch.topic}-{batch.partition}: no answer for the partition",
+                )
+                self._failed(batch, error)
+            elif answer.error_code in (ErrorCode.NONE, ErrorCode.DUPLICATE_SEQUENCE_NUMBER):
+                self._delivered(batch, answer.base_offset, answer.log_append_time_ms)
+            else:
+                error = BrokerResponseError(
+                    answer.error_code,
+                    f"Produce to {batch.topic}-{batch.partition}",
+                    answer.error_message,
+                )
+                self._failed(batch, error)
+        self._schedule_drain(self._clock.seconds())
+
+    def _request_failed(self, failure: Failure, batches: list[Batch]) -> None:
+        error = failure.value if failure.check(KafkaError) else KafkaError(str(failure.value))
+        if error.retriable:
+            self._cluster.request_update()
+            self._refresh_metadata()
+        for batch in batches:
+            self._failed(batch, error)
+        self._schedule_drain(self._clock.seconds())
+
+    def _delivered(self, batch: Batch, base_offset: int, log_append_time: int) -> None:
+        queue = self._partitions[(batch.topic, batch.partition)]
+        if not queue.finish(batch):
+            return  # abandoned by close(timeout_ms)
+        if batch.rewound:
+            # Written although a batch before it was not: the broker's sequence is not ours.
+            self._new_producer_id()
+        else:
+            queue.acknowledge(batch)
+        for i, record in enumerate(batch.records):
+            offset = base_offset + i if base_offset >= 0 else -1
+            timestamp = log_append_time if log_append_time >= 0 else record.timestamp
+            self._resolve(record, RecordMetadata(batch.topic, batch.partition, offset, timestamp))
+
+    def _failed(self, batch: Batch, error: KafkaError) -> None:
+        queue = self._partitions[(batch.topic, batch.partition)]
+        if not queue.finish(batch):
+            return  # abandoned by close(timeout_ms)
+        now = self._clock.seconds()
+        code = getattr(error, "error_code", None)
+        if code in _METADATA_ERRORS:
+            self._cluster.request_update()
+            self._refresh_metadata()
+        if batch.rewound:
+            queue.requeue(batch, now)
+        elif code == ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER and batch.stamp is not None:
+            if queue.earlier_unanswered(batch):
+                queue.requeue(batch, now)  # it follows the earlier batch when that is retried
+            else:
+                self._give_up(queue, batch, error, producer_id_lost=True)
+        elif code in _PRODUCER_ID_ERRORS:
+            self._give_up(queue, batch, error, producer_id_lost=True)
+        elif error.retriable and now < batch.deadline:
+            batch.retry_at = now + self._backoff(batch.attempts)
+            queue.requeue(batch, now)
+        else:
+            # Refused for good: the broker holds none of it. Retries spent: outcome unknown.
+            self._give_up(queue, batch, error, producer_id_lost=error.retriable)
+
+    def _give_up(
+        self, queue: PartitionQueue, batch: Batch, error: KafkaError, *, producer_id_lost: bool
+    ) -> None:
+        _log.info(
+            "giving up on {count} records for {topic}-{partition}: {error}",
+            count=len(batch.records),
+            topic=batch.topic,
+            partition=batch.partition,
+            error=error,
+        )
+        if batch.stamp is not None:
+            queue.rewind(batch)
+            if producer_id_lost:
+                self._new_producer_id()
+        for record in batch.records:
+            self._resolve(record, Failure(error))
+
+    def _expire(self, queue: PartitionQueue, batch: Batch) -> None:
+        error = BrokerResponseError(
+            ErrorCode.REQUEST_TIMED_OUT,
+            f"{len(batch.records)} records for {batch.topic}-{batch.partition} not delivered "
+            f"within the delivery timeout",
+        )
+        # A batch sent before may have been written: its sequence stream is in doubt.
+        self._give_up(queue, batch, error, producer_id_lost=batch.stamp is not None)
+
+    # -- producer id and metadata ----------------------------------------------------------
+
+    def _new_producer_id(self) -> None:
+        self._producer_id = -1
+        self._producer_epoch = -1
+
+    def _ask_producer_id(self) -> None:
+        if self._asking_producer_id or self._fatal is not None:
+            return
+        self._asking_producer_id = True
+        self._timers.pop("producer_id", None)
+        asked = self._cluster.send_any(
+            ApiKey.INIT_PRODUCER_ID, {"transactional_id": None, "transaction_timeout_ms": 60_000}
+        )
+        asked.addCallbacks(self._producer_id_answered, self._producer_id_failed)
+
+    def _producer_id_answered(self, response: Any) -> None:
+        if response.error_code != ErrorCode.NONE:
+            self._producer_id_failed(
+                Failure(BrokerResponseError(response.error_code, "InitProducerId"))
+            )
+            return
+        self._asking_producer_id = False
+        self._producer_id_attempts = 0
+        self._producer_id = response.producer_id
+        self._producer_epoch = response.producer_epoch
+        self._schedule_drain(self._clock.seconds())
+
+    def _producer_id_failed(self, failure: Failure) -> None:
+        self._asking_producer_id = False
+        if not (failure.check(KafkaError) and failure.value.retriable):
+            error = failure.value if failure.check(KafkaError) else KafkaError(str(failure.value))
+            self._fatal = KafkaError(f"idempotent producer cannot get a producer id: {error}")
+            _log.error("{error}", error=self._fatal)
+            self._fail_everything(self._fatal)
+            return
+        self._producer_id_attempts += 1
+        self._set_timer(
+            "producer_id", self._backoff(self._producer_id_attempts), self._retry_producer_id
+        )
+
+    def _retry_producer_id(self) -> None:
+        self._schedule_drain(self._clock.seconds())
+
+    def _refresh_metadata(self) -> None:
+        if self._refreshing:
+            return
+        self._refreshing = True
+        refreshed = self._cluster.refresh_metadata()
+        refreshed.addBoth(self._refreshed)
+
+    def _refreshed(self, _result: Any) -> None:
+        # Whether it failed or left a leader unknown, the next refresh waits a backoff.
+        self._refreshing = False
+        self._refresh_after = self._clock.seconds() + self._backoff_s
+        self._schedule_drain(self._clock.seconds())
+
+    # -- bookkeeping -----------------------------------------------------------------------
+
+    def _backoff(self, attempt: int) -> float:
+        return min(self._backoff_s * 2 ** max(attempt - 1, 0), self._backoff_max_s)
+
+    def _set_timer(self, name: Any, delay: float, function, *args) -> None:
+        def fire() -> None:
+            self._timers.pop(name, None)
+            function(*args)
+
+        previous = self._timers.pop(name, None)
+        if previous is not None:
+            previous.cancel()
+        self._timers[name] = self._clock.callLater(max(delay, 0), fire)
+
+    def _resolve(self, record: PendingRecord, result: RecordMetadata | Failure) -> None:
+        self._unfinished -= 1
+        self._buffered_bytes -= record.size
+        done = []
+        for waiter in self._flushes:
+            if record.index < waiter[0]:
+                waiter[1] -= 1
+                if waiter[1] == 0:
+                    done.append(waiter)
+        for waiter in done:
+            self._flushes.remove(waiter)
+        if isinstance(result, Failure):
+            record.waiter.errback(result)
+        else:
+            record.waiter.callback(result)
+        for waiter in done:
+            waiter[2].callback(None)
+
+    def _fail_everything(self, error: KafkaError) -> None:
+        failure = Failure(error)
+        for records in list(self._awaiting_topic.values()):
+            for record in records:
+                self._resolve(record, failure)
+        self._awaiting_topic.clear()
+        for queue in self._partitions.values():
+            for batch in queue.drop_all():
+                for record in batch.records:
+                    self._resolve(record, failure)
+
+    def _abandon(self) -> None:
+        self._fail_everything(ClientClosedError("the producer closed before delivering these"))
+
+    def _stopped(self, result: Any) -> Any:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        return result
