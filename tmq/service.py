@@ -35,6 +35,8 @@ _log = Logger()
 METADATA_DIR = "__tmq_metadata"
 #: The lock file of a data directory.
 LOCK_FILE = ".lock"
+#: How long a graceful shutdown waits for in-flight requests.
+_DRAIN_TIMEOUT_S = 10.0
 
 
 class BrokerService(Service):
@@ -52,6 +54,7 @@ class BrokerService(Service):
         self.on_failure = on_failure
         self.broker: Broker | None = None
         self.port = None
+        self.factory: BrokerFactory | None = None
         self._loops: list[task.LoopingCall] = []
         self._locks: list[int] = []
         self.started: defer.Deferred | None = None
@@ -59,6 +62,14 @@ class BrokerService(Service):
     def startService(self) -> None:
         super().startService()
         self.started = self._start()
+        if self.on_failure is None:
+            # under twistd a service that cannot start must raise, or the process lives on
+            # without listening
+            failures = []
+            self.started.addErrback(failures.append)
+            if failures:
+                self._failed(failures[0])
+                failures[0].raiseException()
         self.started.addErrback(self._failed)
 
     def _failed(self, failure) -> None:
@@ -87,7 +98,7 @@ class BrokerService(Service):
         broker = Broker(config, self.reactor, logs, store)
         yield broker.start()
         self.broker = broker
-        factory = BrokerFactory(
+        self.factory = factory = BrokerFactory(
             build_dispatcher(broker),
             max_frame_bytes=config.max_frame_bytes,
             max_in_flight=config.max_in_flight_requests,
@@ -126,6 +137,9 @@ class BrokerService(Service):
         if self.port is not None:
             yield self.port.stopListening()
         if self.broker is not None:
+            # finish in-flight requests: delayed fetches now, produces once durable
+            self.broker.purgatory.complete_all()
+            yield self.factory.drain(self.reactor, _DRAIN_TIMEOUT_S)
             self.broker.stop()
             yield self.broker.store.close()
             _log.info("broker {id} stopped cleanly", id=self.config.broker_id)

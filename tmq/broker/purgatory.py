@@ -83,6 +83,11 @@ class Purgatory:
         self._forget(operation)
         return failure
 
+    def complete_all(self) -> None:
+        """Complete every waiting operation now (graceful shutdown)."""
+        for operation in {op for ops in self._watchers.values() for op in ops}:
+            self._finish(operation)
+
     @property
     def waiting(self) -> int:
         """Operations still waiting."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from twisted.internet import defer, interfaces
+from twisted.internet import defer, interfaces, task
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -31,6 +31,9 @@ from .dispatch import Dispatcher, RequestRefused
 __all__ = ["BrokerFactory", "BrokerProtocol"]
 
 _log = Logger()
+
+#: After the last answer of a graceful shutdown, how long clients get to close first.
+_CLOSE_GRACE_S = 2.0
 
 
 @implementer(interfaces.IPushProducer)
@@ -49,6 +52,7 @@ class BrokerProtocol(Protocol):
         self._pending: deque[list] = deque()  # [header, response or Deferred, done flag]
         self._write_paused = False
         self._read_paused = False
+        self._stopping = False
         self._closed = False
         self.peer = "?"
 
@@ -58,8 +62,26 @@ class BrokerProtocol(Protocol):
         peer = self.transport.getPeer()
         self.peer = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
         self.transport.registerProducer(self, True)
+        factory = getattr(self, "factory", None)
+        if factory is not None:
+            factory.connections.add(self)
+
+    @property
+    def idle(self) -> bool:
+        """No response is pending."""
+        return not self._pending
+
+    def stop_reading(self) -> None:
+        """Take no more requests (graceful shutdown): pending ones are still answered; bytes
+        that arrive from now on are read and dropped (nothing is stored unanswered, and the
+        socket is not closed on unread data, which would reset the connection and make the
+        client lose answers already sent)."""
+        self._stopping = True
 
     def connectionLost(self, reason) -> None:
+        factory = getattr(self, "factory", None)
+        if factory is not None:
+            factory.connections.discard(self)
         self._closed = True
         for entry in self._pending:
             if isinstance(entry[1], defer.Deferred):
@@ -74,7 +96,7 @@ class BrokerProtocol(Protocol):
     # -- reading ------------------------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        if self._closed:
+        if self._closed or self._stopping:
             return
         try:
             frames = self._decoder.feed(data)
@@ -82,7 +104,7 @@ class BrokerProtocol(Protocol):
             self._refuse(str(error))
             return
         for frame in frames:
-            if self._closed:
+            if self._closed or self._stopping:
                 return
             self._handle(frame)
 
@@ -162,6 +184,25 @@ class BrokerFactory(Factory):
         self.dispatcher = dispatcher
         self.max_frame_bytes = max_frame_bytes
         self.max_in_flight = max_in_flight
+        self.connections: set[BrokerProtocol] = set()
+
+    @defer.inlineCallbacks
+    def drain(self, clock, timeout_s: float):
+        """Graceful shutdown: take no more requests, wait (up to ``timeout_s``) until every
+        pending response is written, half-close (the client reads every answer, then EOF),
+        and close once the clients have gone (or after a short grace period)."""
+        for connection in list(self.connections):
+            connection.stop_reading()
+        deadline = clock.seconds() + timeout_s
+        while any(not c.idle for c in self.connections) and clock.seconds() < deadline:
+            yield task.deferLater(clock, 0.01, lambda: None)
+        for connection in list(self.connections):
+            connection.transport.loseWriteConnection()
+        deadline = clock.seconds() + _CLOSE_GRACE_S
+        while self.connections and clock.seconds() < deadline:
+            yield task.deferLater(clock, 0.01, lambda: None)
+        for connection in list(self.connections):
+            connection.transport.loseConnection()
 
     def buildProtocol(self, addr) -> BrokerProtocol:
         protocol = BrokerProtocol(

@@ -17,6 +17,7 @@ import heapq
 import itertools
 import posixpath
 import threading
+import uuid
 from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -510,7 +511,8 @@ class PartitionLog:
             for segment in self.segments:
                 segment.close()
             parent = posixpath.dirname(self.directory)
-            doomed = self.directory + DELETED_SUFFIX
+            # a short random name: <topic>-<partition> may already be 255 bytes long
+            doomed = posixpath.join(parent, uuid.uuid4().hex + DELETED_SUFFIX)
             self.fs.rename(self.directory, doomed)
             self.fs.fsync_dir(parent)
             self.fs.rmtree(doomed)
