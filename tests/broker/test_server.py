@@ -134,3 +134,15 @@ class BrokerProtocolTests:
         harness.dispatcher.handlers[ApiKey.API_VERSIONS] = refuse
         harness.protocol.dataReceived(frame(ApiKey.API_VERSIONS, 0, 1, b""))
         assert harness.transport.disconnecting
+
+    def test_stop_reading_answers_pending_and_ignores_new_requests(self):
+        """During a graceful shutdown pending requests are still answered, while requests
+        that arrive later are neither processed nor answered."""
+        harness = Harness()
+        harness.protocol.dataReceived(metadata_frame(1))
+        harness.protocol.stop_reading()
+        harness.protocol.dataReceived(metadata_frame(2))
+        assert list(harness.held) == [1]
+        harness.answer(1)
+        assert harness.correlation_ids() == [1]
+        assert harness.protocol.idle
