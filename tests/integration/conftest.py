@@ -7,11 +7,17 @@ installs them when run as root).
 
 from __future__ import annotations
 
+import shutil
 import signal
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 from integration_helpers import BrokerProcess
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def pytest_collection_modifyitems(items):
@@ -41,3 +47,41 @@ def broker_factory(tmp_path):
 def broker(broker_factory):
     """One broker with default settings."""
     return broker_factory()
+
+
+# What a copy of the source tree for a wheel build leaves out (as tests/test_packaging.py does):
+# virtualenvs, caches and earlier build output.
+_NOT_SOURCE = {
+    ".git", ".venv", ".tox", "build", "dist", "tests",
+    ".hypothesis", ".pytest_cache", ".ruff_cache",
+}
+
+
+def _ignore_non_source(directory: str, names: list[str]) -> set[str]:
+    if Path(directory) == REPO:
+        return {name for name in names if name in _NOT_SOURCE or name.endswith(".egg-info")}
+    return {"__pycache__"} & set(names)
+
+
+@pytest.fixture(scope="session")
+def installed_site(tmp_path_factory) -> Path:
+    """A directory holding tmq installed from a freshly built wheel (non-editable, with the
+    twistd plugin under twisted/plugins), to put on PYTHONPATH.
+
+    The dev venv's editable install hides the plugin from twistd (DESIGN §1), so the twistd
+    tests run against this install, as the tox env does. The wheel is pure Python, so
+    unpacking it is installing it.
+    """
+    work = tmp_path_factory.mktemp("wheel")
+    source = work / "source"
+    shutil.copytree(REPO, source, ignore=_ignore_non_source)
+    built = subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", work, source],
+        capture_output=True, text=True, timeout=180, check=False,
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
+    (wheel,) = work.glob("tmq-*.whl")
+    site = work / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(site)
+    return site
