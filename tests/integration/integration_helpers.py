@@ -149,6 +149,7 @@ def dump_log(partition_dir: Path) -> list[dict]:
     result = subprocess.run(
         [sys.executable, "-m", "tmq.tools.cli", "debug", "dump-log", str(partition_dir)],
         capture_output=True, text=True, timeout=60, check=False,
+        cwd=partition_dir,  # not the repo root, whose tmq/ would shadow the installed package
     )
     assert result.returncode == 0, result.stderr
     return [json.loads(line) for line in result.stdout.splitlines()]
