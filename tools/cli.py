@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import bench, broker, debug
+from . import bench, broker, clients, debug
 from .errors import CommandError
 
 __all__ = ["build_parser", "main"]
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     broker.add_parser(commands)
+    clients.add_parsers(commands)
     debug.add_parser(commands)
     bench.add_parser(commands)
     return parser

@@ -1,0 +1,217 @@
+"""``tmq topics``, ``tmq produce`` and ``tmq consume``: the bundled client from a shell.
+
+Each talks to brokers given by ``--bootstrap HOST:PORT[,HOST:PORT...]`` (or ``TMQ_BOOTSTRAP``;
+default ``localhost:9092``) through ``tmq.client.sync``. Broker errors and unreachable
+brokers exit 1 with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from tmq.protocol.compression import Codec
+
+from .errors import CommandError
+
+__all__ = ["add_parsers"]
+
+_DEFAULT_BOOTSTRAP = "localhost:9092"
+_ACKS = {"all": -1, "-1": -1, "1": 1, "0": 0}
+
+
+def _bootstrap(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bootstrap",
+        default=os.environ.get("TMQ_BOOTSTRAP", _DEFAULT_BOOTSTRAP),
+        metavar="HOST:PORT[,...]",
+        help="brokers to start from (env TMQ_BOOTSTRAP; default %(default)s)",
+    )
+
+
+def add_parsers(commands) -> None:
+    topics = commands.add_parser("topics", help="create, list, describe and delete topics")
+    actions = topics.add_subparsers(dest="topics_command", metavar="ACTION", required=True)
+    create = actions.add_parser("create", help="create a topic")
+    create.add_argument("name")
+    create.add_argument("--partitions", type=int, default=1, help="default %(default)s")
+    create.add_argument(
+        "--replication-factor", type=int, default=1, help="default %(default)s"
+    )
+    create.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="topic config with Kafka's names (retention.ms, segment.bytes, flush.policy...)",
+    )
+    _bootstrap(create)
+    create.set_defaults(run=_create)
+    listing = actions.add_parser("list", help="list the topics")
+    _bootstrap(listing)
+    listing.set_defaults(run=_list)
+    describe = actions.add_parser("describe", help="partitions, leaders, replicas and ISR")
+    describe.add_argument("name", nargs="?", help="one topic (default: all)")
+    _bootstrap(describe)
+    describe.set_defaults(run=_describe)
+    delete = actions.add_parser("delete", help="delete a topic and its data")
+    delete.add_argument("name")
+    _bootstrap(delete)
+    delete.set_defaults(run=_delete)
+
+    produce = commands.add_parser(
+        "produce",
+        help="produce stdin lines as records",
+        description="Send each line of stdin (without its newline) as one record.",
+    )
+    produce.add_argument("topic")
+    produce.add_argument("--acks", choices=["all", "1", "0"], default="all")
+    produce.add_argument("--key", help="key of every record (default: none)")
+    produce.add_argument(
+        "--compression", choices=[c.name.lower() for c in Codec], default="none"
+    )
+    _bootstrap(produce)
+    produce.set_defaults(run=_produce)
+
+    consume = commands.add_parser(
+        "consume",
+        help="print records as lines",
+        description="Print the value of each record on its own line.",
+    )
+    consume.add_argument("topic")
+    consume.add_argument("--from-beginning", action="store_true", help="not just new records")
+    consume.add_argument("--partition", type=int, help="one partition (default: all)")
+    consume.add_argument("--max-messages", type=int, help="stop after N records")
+    consume.add_argument(
+        "--group", help="resume from, and commit to, this group's offsets (simple commits)"
+    )
+    _bootstrap(consume)
+    consume.set_defaults(run=_consume)
+
+
+def _client_errors(function):
+    """Turn client errors into a one-line CommandError."""
+
+    def run(args):
+        from tmq.client.errors import KafkaError
+
+        try:
+            return function(args)
+        except KafkaError as error:
+            raise CommandError(str(error)) from None
+
+    return run
+
+
+def _configs(pairs: list[str]) -> dict[str, str]:
+    configs = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise CommandError(f"--set takes KEY=VALUE, not {pair!r}")
+        configs[key] = value
+    return configs
+
+
+@_client_errors
+def _create(args) -> int:
+    from tmq.client.sync import SyncAdmin
+
+    with SyncAdmin(args.bootstrap) as admin:
+        admin.create_topic(
+            args.name, args.partitions, args.replication_factor, _configs(args.set)
+        )
+    print(f"created topic {args.name} with {args.partitions} partitions")
+    return 0
+
+
+@_client_errors
+def _list(args) -> int:
+    from tmq.client.sync import SyncAdmin
+
+    with SyncAdmin(args.bootstrap) as admin:
+        for name in admin.list_topics():
+            print(name)
+    return 0
+
+
+@_client_errors
+def _describe(args) -> int:
+    from tmq.client.sync import SyncAdmin
+
+    with SyncAdmin(args.bootstrap) as admin:
+        topics = admin.describe_topics(None if args.name is None else [args.name])
+    for name in sorted(topics):
+        topic = topics[name]
+        print(f"topic {name}: {topic.partition_count} partitions")
+        for index in sorted(topic.partitions):
+            p = topic.partitions[index]
+            print(
+                f"  partition {index}: leader {p.leader} epoch {p.leader_epoch} "
+                f"replicas {list(p.replicas)} isr {list(p.isr)}"
+            )
+    return 0
+
+
+@_client_errors
+def _delete(args) -> int:
+    from tmq.client.sync import SyncAdmin
+
+    with SyncAdmin(args.bootstrap) as admin:
+        admin.delete_topic(args.name)
+    print(f"deleted topic {args.name}")
+    return 0
+
+
+@_client_errors
+def _produce(args) -> int:
+    from tmq.client.sync import SyncProducer
+
+    acks = _ACKS[args.acks]
+    key = args.key.encode() if args.key is not None else None
+    options = {"acks": acks, "compression": Codec[args.compression.upper()]}
+    if acks != -1:
+        options["idempotent"] = False
+        print("tmq produce: acks other than all turn idempotence off", file=sys.stderr)
+    futures = []
+    with SyncProducer(args.bootstrap, **options) as producer:
+        for line in sys.stdin.buffer:
+            futures.append(producer.send(args.topic, line.rstrip(b"\n"), key=key))
+        producer.flush()
+        failed = [f.exception() for f in futures if f.exception() is not None]
+    if failed:
+        raise CommandError(f"{len(failed)} of {len(futures)} records failed: {failed[0]}")
+    print(f"produced {len(futures)} records to {args.topic}", file=sys.stderr)
+    return 0
+
+
+@_client_errors
+def _consume(args) -> int:
+    from tmq.client.sync import SyncAdmin, SyncConsumer
+
+    with SyncAdmin(args.bootstrap) as admin:
+        topic = admin.describe_topics([args.topic])[args.topic]
+    partitions = sorted(topic.partitions) if args.partition is None else [args.partition]
+    assigned = [(args.topic, p) for p in partitions]
+    reset = "earliest" if args.from_beginning else "latest"
+    count = 0
+    out = sys.stdout.buffer
+    printed: dict[tuple[str, int], int] = {}  # next offset after what was printed
+    with SyncConsumer(args.bootstrap, auto_offset_reset=reset) as consumer:
+        consumer.assign(assigned)
+        if args.group:
+            for tp, offset in consumer.committed(args.group, assigned).items():
+                if offset is not None and offset >= 0:
+                    consumer.seek(tuple(tp), offset)
+        try:
+            while args.max_messages is None or count < args.max_messages:
+                for record in consumer.poll(timeout_ms=1000):
+                    out.write((record.value or b"") + b"\n")
+                    printed[record.topic, record.partition] = record.offset + 1
+                    count += 1
+                    if args.max_messages is not None and count >= args.max_messages:
+                        break
+                out.flush()
+        except KeyboardInterrupt:
+            pass
+        if args.group and printed:
+            consumer.commit(printed, args.group)
+    return 0
