@@ -370,12 +370,7 @@ class PartitionLog:
 
     def batch_headers(self) -> Iterator[RecordBatchHeader]:
         """The header of every batch in the log, in offset order (reads 61 bytes a batch)."""
-        for segment in list(self.segments):
-            position = 0
-            while position < segment.size:
-                header = segment.batch_at(position)
-                yield header
-                position += header.size
+        return _headers_of(list(self.segments))
 
     def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
         """``(offset, timestamp)`` of the first record stamped at or after ``timestamp``."""
@@ -560,14 +555,19 @@ def _epochs_from_batches(
 ) -> LeaderEpochCache:
     """Epochs rebuilt from every batch header (when there is no usable checkpoint)."""
     cache = LeaderEpochCache(fs, posixpath.join(directory, LEADER_EPOCH_CHECKPOINT))
+    for header in _headers_of(segments):
+        if header.partition_leader_epoch > cache.latest_epoch:
+            cache.assign(header.partition_leader_epoch, header.base_offset)
+    return cache
+
+
+def _headers_of(segments: list[LogSegment]) -> Iterator[RecordBatchHeader]:
     for segment in segments:
         position = 0
         while position < segment.size:
             header = segment.batch_at(position)
-            if header.partition_leader_epoch > cache.latest_epoch:
-                cache.assign(header.partition_leader_epoch, header.base_offset)
+            yield header
             position += header.size
-    return cache
 
 
 def _remove_leftovers(fs: FileSystem, directory: str, names: list[str], bases: set[int]) -> None:
