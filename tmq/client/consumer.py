@@ -35,6 +35,7 @@ from tmq.protocol.records import Header, TimestampType, decode_batch, iter_batch
 
 from .cluster import Cluster
 from .errors import (
+    STALE_METADATA_ERRORS,
     BrokerResponseError,
     ClientClosedError,
     ConnectionFailedError,
@@ -50,18 +51,6 @@ __all__ = ["Consumer", "ConsumerRecord", "TopicPartition", "records_from_fetch"]
 _RESET_TIMESTAMPS = {"earliest": -2, "latest": -1}
 _READ_UNCOMMITTED = 0
 
-#: Partition errors after which the leader must be looked up again.
-_METADATA_ERRORS = frozenset(
-    {
-        ErrorCode.NOT_LEADER_OR_FOLLOWER,
-        ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
-        ErrorCode.LEADER_NOT_AVAILABLE,
-        ErrorCode.FENCED_LEADER_EPOCH,
-        ErrorCode.UNKNOWN_LEADER_EPOCH,
-        ErrorCode.KAFKA_STORAGE_ERROR,
-        ErrorCode.REPLICA_NOT_AVAILABLE,
-    }
-)
 #: Errors after which a group request goes to a freshly looked-up coordinator.
 _COORDINATOR_ERRORS = frozenset(
     {
@@ -504,7 +493,7 @@ class Consumer:
             position.blocked = True
             self._errors.append(error)
             return
-        if code in _METADATA_ERRORS:
+        if code in STALE_METADATA_ERRORS:
             self._cluster.request_update()
             self._refresh_metadata()
         position.retry_at = self._clock.seconds() + self._backoff_s

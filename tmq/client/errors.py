@@ -11,6 +11,7 @@ from __future__ import annotations
 from tmq.protocol.errors import ErrorCode
 
 __all__ = [
+    "STALE_METADATA_ERRORS",
     "BrokerResponseError",
     "ClientClosedError",
     "ConnectionFailedError",
@@ -21,6 +22,20 @@ __all__ = [
     "RequestTimedOutError",
     "UnsupportedVersionError",
 ]
+
+#: Partition errors that mean the client's view of leadership is out of date: the leader must
+#: be looked up again (Kafka's InvalidMetadataException family) before a retry.
+STALE_METADATA_ERRORS = frozenset(
+    {
+        ErrorCode.NOT_LEADER_OR_FOLLOWER,
+        ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+        ErrorCode.LEADER_NOT_AVAILABLE,
+        ErrorCode.FENCED_LEADER_EPOCH,
+        ErrorCode.UNKNOWN_LEADER_EPOCH,
+        ErrorCode.KAFKA_STORAGE_ERROR,
+        ErrorCode.REPLICA_NOT_AVAILABLE,
+    }
+)
 
 
 class KafkaError(Exception):

@@ -48,6 +48,7 @@ from tmq.protocol.records import HEADER_SIZE
 from ._batching import Batch, PartitionQueue, PendingRecord
 from .cluster import Cluster
 from .errors import (
+    STALE_METADATA_ERRORS,
     BrokerResponseError,
     ClientClosedError,
     KafkaError,
@@ -61,17 +62,6 @@ _log = Logger()
 
 _ZSTD_MIN_PRODUCE_VERSION = 7
 
-#: Errors that mean the client's view of partition leadership is out of date.
-_METADATA_ERRORS = frozenset(
-    {
-        ErrorCode.NOT_LEADER_OR_FOLLOWER,
-        ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
-        ErrorCode.LEADER_NOT_AVAILABLE,
-        ErrorCode.FENCED_LEADER_EPOCH,
-        ErrorCode.UNKNOWN_LEADER_EPOCH,
-        ErrorCode.KAFKA_STORAGE_ERROR,
-    }
-)
 #: Errors after which the broker will not take this producer id's next sequence.
 _PRODUCER_ID_ERRORS = frozenset(
     {
@@ -516,7 +506,7 @@ class Producer:
             return  # abandoned by close(timeout_ms)
         now = self._clock.seconds()
         code = getattr(error, "error_code", None)
-        if code in _METADATA_ERRORS:
+        if code in STALE_METADATA_ERRORS:
             self._cluster.request_update()
             self._refresh_metadata()
         if batch.rewound:
