@@ -492,6 +492,10 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
+#: The varints of 0 to 8191 (one or two bytes), the values records are made of.
+_SMALL_VARINTS = tuple(_varint(value) for value in range(0x2000))
+
+
 def _encode_headers(headers: Sequence[Header]) -> bytes:
     """Return the headers count and the headers of a record, encoded."""
     parts = [_varint(len(headers))]
@@ -514,24 +518,52 @@ def encode_records(records: Iterable[Record]) -> bytes:
     :raises ValueError: an offset or timestamp delta that does not fit 64 bits.
     :raises TypeError: a key, value or header of the wrong type.
     """
+    # Every varint of a telemetry record (lengths, small deltas) is a table lookup.
+    small = _SMALL_VARINTS
+    limit = len(small)
     varint = _varint
-    parts = []
-    append = parts.append
+    parts: list[Buffer] = []
+    extend = parts.extend
     for offset_delta, timestamp_delta, key, value, headers in records:
-        body = b"".join(
+        if key is None:
+            key_length, key = _NULL_LENGTH, b""
+        else:
+            size = len(key)
+            key_length = small[size] if size < limit else varint(size)
+        if value is None:
+            value_length, value = _NULL_LENGTH, b""
+        else:
+            size = len(value)
+            value_length = small[size] if size < limit else varint(size)
+        if 0 <= timestamp_delta < limit:
+            timestamp = small[timestamp_delta]
+        else:
+            timestamp = varint(timestamp_delta)
+        offset = small[offset_delta] if 0 <= offset_delta < limit else varint(offset_delta)
+        tail = _encode_headers(headers) if headers else b"\x00"
+        size = (
+            1  # attributes
+            + len(timestamp)
+            + len(offset)
+            + len(key_length)
+            + len(key)
+            + len(value_length)
+            + len(value)
+            + len(tail)
+        )
+        extend(
             (
+                small[size] if size < limit else varint(size),
                 b"\x00",  # attributes
-                varint(timestamp_delta),
-                varint(offset_delta),
-                _NULL_LENGTH if key is None else varint(len(key)),
-                b"" if key is None else key,
-                _NULL_LENGTH if value is None else varint(len(value)),
-                b"" if value is None else value,
-                _encode_headers(headers) if headers else b"\x00",
+                timestamp,
+                offset,
+                key_length,
+                key,
+                value_length,
+                value,
+                tail,
             )
         )
-        append(varint(len(body)))
-        append(body)
     return b"".join(parts)
 
 
@@ -554,7 +586,8 @@ def build_batch(
     the largest timestamp delta, and recordsCount is ``len(records)``. The records section is
     compressed with ``compression`` even when that does not make it smaller.
 
-    :param records: at least one record, offset deltas strictly increasing from >= 0.
+    :param records: at least one record (a ``Record`` or a plain tuple in its field order),
+        offset deltas strictly increasing from >= 0.
     :param base_timestamp: the timestamp the records' timestamp deltas are relative to.
     :param timestamp_type: only sets attribute bit 3; maxTimestamp is still computed from the
         records (a broker that stamps LogAppendTime rewrites it, and then the CRC).
@@ -564,11 +597,14 @@ def build_batch(
     if not records:
         raise ValueError("a record batch needs at least one record")
     previous = -1
-    for record in records:
-        if record.offset_delta <= previous:
-            raise ValueError(f"offset delta {record.offset_delta} follows {previous}")
-        previous = record.offset_delta
-    max_timestamp = base_timestamp + max(record.timestamp_delta for record in records)
+    max_delta = records[0][1]
+    for offset_delta, timestamp_delta, *_rest in records:
+        if offset_delta <= previous:
+            raise ValueError(f"offset delta {offset_delta} follows {previous}")
+        previous = offset_delta
+        if timestamp_delta > max_delta:
+            max_delta = timestamp_delta
+    max_timestamp = base_timestamp + max_delta
     codec = Codec(compression)
     attributes = codec | TimestampType(timestamp_type) << 3
     if is_transactional:

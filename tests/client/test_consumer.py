@@ -308,6 +308,18 @@ class ConsumerFetchTests(ConsumerTestCase):
         self.assertEqual(len(self.poll(consumer)), 3)
         self.assertEqual(len(self.poll(consumer)), 2)
 
+    def test_prefetch_fetches_ahead_while_few_records_are_buffered(self):
+        """While fewer than ``prefetch_records`` are buffered, a poll also sends the next
+        fetch; with enough buffered, it sends none."""
+        self.append([bytes([i]) for i in range(5)])
+        consumer = self.consumer(max_records=2, prefetch_records=3)
+        consumer.seek(GPU0, 0)
+        self.assertEqual(len(self.poll(consumer)), 2)
+        self.assertEqual(len(self.fetches()), 1)
+        self.assertEqual(len(self.poll(consumer)), 2)
+        self.assertEqual(len(self.fetches()), 2)
+        self.assertEqual(self.fetches()[1].topics[0].partitions[0].fetch_offset, 5)
+
     def test_reads_several_partitions_from_their_leaders(self):
         """Each partition is fetched from its own leader."""
         self.append([b"p0"], partition=0)

@@ -183,6 +183,29 @@ class ProducerBatchingTests(ProducerTestCase):
         self.settle(0.005)
         self.assertEqual(producer.buffered_bytes, 0)
 
+    def test_buffered_below_waits_for_deliveries(self):
+        """``buffered_below`` fires once deliveries bring the buffer down to its limit."""
+        producer = self.producer(linger_ms=5)
+        self.assertIsNone(self.successResultOf(producer.buffered_below(0)))
+        producer.send("gpu", bytes(50), partition=0)
+        below = producer.buffered_below(10)
+        self.assertNoResult(below)
+        self.settle(0.005)
+        self.assertIsNone(self.successResultOf(below))
+
+    def test_buffered_below_fails_on_close(self):
+        """A producer closing releases back-pressure waiters with ClientClosedError."""
+        producer = self.producer()
+        self.settle()
+        for broker in self.kafka.brokers.values():
+            broker.up = False
+        sent = producer.send("gpu", bytes(50), partition=0)
+        below = producer.buffered_below(0)
+        producer.close(timeout_ms=1000)
+        self.failureResultOf(below, ClientClosedError)
+        self.settle(1)
+        self.failureResultOf(sent, ClientClosedError)
+
     def test_record_over_max_request_bytes_is_refused(self):
         """A record that can never fit a request fails MESSAGE_TOO_LARGE without being sent."""
         producer = self.producer(max_request_bytes=1000)
@@ -196,6 +219,58 @@ class ProducerBatchingTests(ProducerTestCase):
         self.settle()
         failure = self.failureResultOf(sent, BrokerResponseError)
         self.assertEqual(failure.value.error_code, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+
+
+class ProducerCallbackTests(ProducerTestCase):
+    """``produce`` reports outcomes through a callback instead of a Deferred."""
+
+    def test_on_delivery_gets_metadata(self):
+        """Each record's callback gets ``(None, metadata)`` in send order."""
+        producer = self.producer()
+        outcomes = []
+        for value in (b"a", b"b"):
+            producer.produce(
+                "gpu",
+                value,
+                partition=0,
+                timestamp_ms=T0,
+                on_delivery=lambda e, m: outcomes.append((e, m)),
+            )
+        self.assertEqual(outcomes, [])
+        self.settle(0.005)
+        self.assertEqual(outcomes, [(None, RecordMetadata("gpu", 0, i, T0)) for i in range(2)])
+
+    def test_on_delivery_gets_the_error(self):
+        """A record that fails for good calls back with ``(error, None)``."""
+        producer = self.producer()
+        outcomes = []
+        producer.produce("gpu", b"a", partition=7, on_delivery=lambda e, m: outcomes.append((e, m)))
+        self.settle()
+        ((error, metadata),) = outcomes
+        self.assertIsInstance(error, BrokerResponseError)
+        self.assertEqual(error.error_code, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+        self.assertIsNone(metadata)
+
+    def test_without_callback_flush_still_waits(self):
+        """Records produced without a callback are still delivered and awaited by ``flush``."""
+        producer = self.producer(linger_ms=60_000)
+        producer.produce("gpu", b"a", partition=0)
+        flushed = producer.flush()
+        self.assertNoResult(flushed)
+        self.settle()
+        self.successResultOf(flushed)
+        self.assertEqual(self.values(), [b"a"])
+
+    def test_refusals_raise(self):
+        """Closed producers, full buffers, oversized records and non-bytes values raise."""
+        producer = self.producer(max_buffered_bytes=100, max_request_bytes=1000)
+        self.assertRaises(BrokerResponseError, producer.produce, "gpu", bytes(2000))
+        self.assertRaises(TypeError, producer.produce, "gpu", "text")
+        producer.produce("gpu", bytes(50), partition=0)
+        self.assertRaises(BufferFullError, producer.produce, "gpu", bytes(50), partition=0)
+        producer.close()
+        self.assertRaises(ClientClosedError, producer.produce, "gpu", b"x")
+        self.settle(1)
 
 
 class ProducerCompressionTests(ProducerTestCase):

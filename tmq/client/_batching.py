@@ -11,12 +11,13 @@ last one the broker acknowledged. It decides whether the head batch may go on th
 from __future__ import annotations
 
 import bisect
+import enum
 from typing import Any
 
 from tmq.protocol.compression import Codec
-from tmq.protocol.records import HEADER_SIZE, Record, build_batch
+from tmq.protocol.records import HEADER_SIZE, build_batch
 
-__all__ = ["SEQUENCE_MODULUS", "Batch", "PartitionQueue", "PendingRecord"]
+__all__ = ["SEQUENCE_MODULUS", "Batch", "Joined", "PartitionQueue", "PendingRecord"]
 
 SEQUENCE_MODULUS = 2**31
 """Sequence numbers wrap from INT32 max to 0, as Kafka's do."""
@@ -25,12 +26,21 @@ _RECORD_OVERHEAD = 21  # Kafka's MAX_RECORD_OVERHEAD: varints and attributes of 
 _HEADER_OVERHEAD = 10  # the two varint lengths of a record header
 
 
+class Joined(enum.Enum):
+    """Where ``PartitionQueue.append`` put a record."""
+
+    OPEN = "joined the open batch"
+    NEW = "started a new batch"
+    FULL = "filled a batch"
+
+
 class PendingRecord:
     """One record from ``send`` until it is resolved.
 
     :ivar index: the order of the ``send`` call, producer-wide (``flush`` counts with it).
     :ivar size: the estimated encoded size, for batch sizes and the buffer bound.
-    :ivar waiter: what the producer resolves when the record's outcome is known.
+    :ivar waiter: what learns the record's outcome: the Deferred of ``send``, the
+        ``on_delivery`` callable of ``produce``, or ``None``.
     """
 
     __slots__ = (
@@ -56,12 +66,14 @@ class PendingRecord:
         self.index: int = index
         self.sent_at: float = sent_at
         self.waiter: Any = waiter
-        self.size = (
-            _RECORD_OVERHEAD
-            + len(key or b"")
-            + len(value or b"")
-            + sum(len(k) + len(v or b"") + _HEADER_OVERHEAD for k, v in headers)
-        )
+        size = _RECORD_OVERHEAD
+        if key is not None:
+            size += len(key)
+        if value is not None:
+            size += len(value)
+        if headers:
+            size += sum(len(k) + len(v or b"") + _HEADER_OVERHEAD for k, v in headers)
+        self.size = size
 
 
 class Batch:
@@ -123,7 +135,7 @@ class Batch:
             producer_id, producer_epoch, base_sequence = self.stamp or (-1, -1, -1)
             self.encoded = build_batch(
                 [
-                    Record(i, r.timestamp - base_timestamp, r.key, r.value, r.headers)
+                    (i, r.timestamp - base_timestamp, r.key, r.value, r.headers)
                     for i, r in enumerate(self.records)
                 ],
                 base_timestamp=base_timestamp,
@@ -159,25 +171,29 @@ class PartitionQueue:
 
     def append(
         self, record: PendingRecord, *, now: float, batch_bytes: int, delivery_timeout_s: float
-    ) -> bool:
+    ) -> Joined:
         """Add ``record`` to the last open batch, or to a new one if it would not fit.
 
-        :returns: whether a batch became full (and should be sent without lingering).
+        :returns: ``Joined.FULL`` when a batch became full (to be sent without lingering),
+            ``Joined.NEW`` when the record started a batch (to be sent when its linger ends),
+            else ``Joined.OPEN``.
         """
         batch = self.queue[-1] if self.queue else None
         full = False
         if batch is not None and not batch.closed and batch.size + record.size > batch_bytes:
             batch.closed = full = True
+        joined = Joined.OPEN
         if batch is None or batch.closed:
             deadline = record.sent_at + delivery_timeout_s
             batch = Batch(record.topic, record.partition, self.next_serial, now, deadline)
             self.next_serial += 1
             self.queue.append(batch)
+            joined = Joined.NEW
         batch.records.append(record)
         batch.size += record.size
         if batch.size >= batch_bytes:
             batch.closed = full = True
-        return full
+        return Joined.FULL if full else joined
 
     def may_send(
         self, batch: Batch, *, max_in_flight: int, idempotent: bool, producer_id: int, epoch: int

@@ -96,6 +96,8 @@ def records_from_fetch(
     :raises ProtocolError: a batch header, CRC or records section that does not decode.
     """
     records: list[ConsumerRecord] = []
+    new_record = tuple.__new__
+    record_type = ConsumerRecord
     next_offset = fetch_offset
     for position, header in iter_batches(data):
         if header.last_offset < next_offset:
@@ -105,6 +107,19 @@ def records_from_fetch(
             continue
         _, batch_records = decode_batch(data, position)
         log_append = header.timestamp_type == TimestampType.LOG_APPEND_TIME
+        base_offset = header.base_offset
+        if base_offset >= next_offset and not log_append:
+            # The common case, every record wanted: one comprehension, no per-record checks.
+            base_timestamp = header.base_timestamp
+            records += [
+                new_record(
+                    record_type,
+                    (topic, partition, base_offset + od, base_timestamp + td, key, value, headers),
+                )
+                for od, td, key, value, headers in batch_records
+            ]
+            next_offset = header.last_offset + 1
+            continue
         for record in batch_records:
             offset = header.base_offset + record.offset_delta
             if offset < next_offset:
@@ -165,6 +180,9 @@ class Consumer:
     :param max_partition_bytes: the most data per partition in a Fetch answer (a first batch
         larger than that is still returned whole by brokers since Fetch v3).
     :param max_records: the most records one ``poll`` returns.
+    :param prefetch_records: a partition is fetched again (by ``poll``) while fewer than this
+        many of its records are buffered, so that the next answer is on its way while the
+        buffered ones are consumed.
     :param retry_backoff_ms: the wait before retrying a partition, or a group request, after an
         error.
     :param api_timeout_ms: how long ``commit`` and ``committed`` keep retrying.
@@ -180,6 +198,7 @@ class Consumer:
         max_bytes: int = 52_428_800,
         max_partition_bytes: int = 1_048_576,
         max_records: int = 500,
+        prefetch_records: int = 10_000,
         retry_backoff_ms: float = 100,
         api_timeout_ms: int = 60_000,
     ):
@@ -195,6 +214,7 @@ class Consumer:
         self._max_bytes = max_bytes
         self._max_partition_bytes = max_partition_bytes
         self._max_records = max_records
+        self._prefetch_records = prefetch_records
         self._backoff_s = retry_backoff_ms / 1000
         self._api_timeout_s = api_timeout_ms / 1000
         self._positions: dict[TopicPartition, _Position] = {}
@@ -326,8 +346,12 @@ class Consumer:
         taken: list[ConsumerRecord] = []
         for tp in self._order:
             buffer = self._positions[tp].buffer
-            while buffer and len(taken) < self._max_records:
-                taken.append(buffer.popleft())
+            room = self._max_records - len(taken)
+            if len(buffer) <= room:
+                taken += buffer
+                buffer.clear()
+            else:
+                taken += [buffer.popleft() for _ in range(room)]
         if self._order:
             self._order.append(self._order.pop(0))  # the next poll starts elsewhere
         return taken
@@ -353,7 +377,9 @@ class Consumer:
         leaderless = False
         for tp in self._order:
             position = self._positions[tp]
-            if position.blocked or position.fetching or position.resetting or position.buffer:
+            if position.blocked or position.fetching or position.resetting:
+                continue
+            if len(position.buffer) >= self._prefetch_records:
                 continue
             if position.retry_at > now:
                 wake = min(wake, position.retry_at)

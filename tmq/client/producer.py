@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -45,7 +45,7 @@ from tmq.protocol.compression import Codec
 from tmq.protocol.errors import ErrorCode
 from tmq.protocol.records import HEADER_SIZE
 
-from ._batching import Batch, PartitionQueue, PendingRecord
+from ._batching import Batch, Joined, PartitionQueue, PendingRecord
 from .cluster import Cluster
 from .errors import (
     STALE_METADATA_ERRORS,
@@ -180,6 +180,7 @@ class Producer:
         self._next_index = 0
         self._unfinished = 0
         self._flushes: list[list] = []  # [target index, records left, Deferred]
+        self._space_waiters: list[tuple[int, Deferred]] = []  # (byte limit, Deferred)
 
     # -- public API ------------------------------------------------------------------------
 
@@ -213,42 +214,82 @@ class Producer:
             ``KafkaError`` (``ClientClosedError`` after ``close``, ``BufferFullError``, the
             broker's error, or the last retriable error once the delivery timeout passed).
         """
-        if self._closed:
-            return fail(ClientClosedError("the producer is closed"))
-        if self._fatal is not None:
-            return fail(self._fatal)
+        waiter = Deferred()
         try:
-            key = None if key is None else bytes(key)
-            value = None if value is None else bytes(value)
-            headers = tuple((str(k), None if v is None else bytes(v)) for k, v in headers)
-        except TypeError as e:
+            self._enqueue(topic, value, key, partition, headers, timestamp_ms, waiter)
+        except (KafkaError, TypeError) as e:
             return fail(e)
+        return waiter
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        partition: int | None = None,
+        headers: Iterable[tuple[str, bytes | None]] = (),
+        timestamp_ms: int | None = None,
+        on_delivery: Callable[[KafkaError | None, RecordMetadata | None], object] | None = None,
+    ) -> None:
+        """Queue a record like ``send``, without a Deferred: the cheaper call for streams of
+        records whose outcomes are counted rather than awaited.
+
+        :param on_delivery: called once with ``(None, metadata)`` when the record is written,
+            or ``(error, None)`` when it failed for good; ``None`` to ignore the outcome
+            (``flush`` still waits for it).
+        :raises ClientClosedError: the producer is closed.
+        :raises BufferFullError: ``max_buffered_bytes`` are waiting; flush and retry.
+        :raises BrokerResponseError: MESSAGE_TOO_LARGE for a record above
+            ``max_request_bytes``, or the producer's fatal error.
+        :raises TypeError: a key, value or header that is not bytes-like.
+        """
+        self._enqueue(topic, value, key, partition, headers, timestamp_ms, on_delivery)
+
+    def _enqueue(self, topic, value, key, partition, headers, timestamp_ms, waiter) -> None:
+        if self._closed:
+            raise ClientClosedError("the producer is closed")
+        if self._fatal is not None:
+            raise self._fatal
+        if key is not None and type(key) is not bytes:
+            key = bytes(key)
+        if value is not None and type(value) is not bytes:
+            value = bytes(value)
+        if headers:
+            headers = tuple((str(k), None if v is None else bytes(v)) for k, v in headers)
+        else:
+            headers = ()
         now = self._clock.seconds()
         if timestamp_ms is None:
             timestamp_ms = int(now * 1000)
         record = PendingRecord(
-            topic, partition, key, value, headers, timestamp_ms, self._next_index, now, Deferred()
+            topic, partition, key, value, headers, timestamp_ms, self._next_index, now, waiter
         )
         if record.size + HEADER_SIZE > self._max_request_bytes:
-            return fail(
-                BrokerResponseError(
-                    ErrorCode.MESSAGE_TOO_LARGE,
-                    f"record of {record.size} bytes for {topic} (max_request_bytes "
-                    f"{self._max_request_bytes})",
-                )
+            raise BrokerResponseError(
+                ErrorCode.MESSAGE_TOO_LARGE,
+                f"record of {record.size} bytes for {topic} (max_request_bytes "
+                f"{self._max_request_bytes})",
             )
         if self._buffered_bytes + record.size > self._max_buffered_bytes:
-            return fail(BufferFullError(f"{self._buffered_bytes} bytes are waiting to be sent"))
+            raise BufferFullError(f"{self._buffered_bytes} bytes are waiting to be sent")
         self._next_index += 1
         self._unfinished += 1
         self._buffered_bytes += record.size
-        deferred = record.waiter
         info = self._cluster.metadata.topics.get(topic)
         if topic in self._awaiting_topic or info is None or not info.partitions:
             self._await_topic(record)
         else:
-            self._add(record, info.partition_count)
-        return deferred
+            self._add(record, info.partition_count, now)
+
+    def buffered_below(self, limit: int) -> Deferred:
+        """Back-pressure for loops that produce faster than the brokers take: a Deferred that
+        fires with ``None`` once at most ``limit`` bytes are buffered (at once if that is so
+        already), and fails with ``ClientClosedError`` if the producer closes first."""
+        if self._buffered_bytes <= limit:
+            return succeed(None)
+        waiter: Deferred = Deferred()
+        self._space_waiters.append((limit, waiter))
+        return waiter
 
     def flush(self) -> Deferred:
         """Send every queued record now, lingering no longer.
@@ -272,6 +313,8 @@ class Producer:
         :returns: a Deferred firing with ``None`` when nothing is left to do.
         """
         self._closed = True
+        if self._space_waiters:
+            self._wake_space_waiters()
         flushed = self.flush()
         if timeout_ms is not None and not flushed.called:
             self._set_timer("close", timeout_ms / 1000, self._abandon)
@@ -292,8 +335,9 @@ class Producer:
 
     def _topic_known(self, info) -> None:
         self._topic_attempts.pop(info.name, None)
+        now = self._clock.seconds()
         for record in self._awaiting_topic.pop(info.name, []):
-            self._add(record, info.partition_count)
+            self._add(record, info.partition_count, now)
 
     def _topic_unknown(self, failure: Failure, topic: str) -> None:
         waiting = self._awaiting_topic.get(topic, [])
@@ -318,7 +362,7 @@ class Producer:
         )
         self._set_timer(("topic", topic), delay, self._look_up_topic, topic)
 
-    def _add(self, record: PendingRecord, partition_count: int) -> None:
+    def _add(self, record: PendingRecord, partition_count: int, now: float) -> None:
         if record.partition is None:
             record.partition = self._partitioner.partition(record.key, partition_count)
         elif not 0 <= record.partition < partition_count:
@@ -334,14 +378,17 @@ class Producer:
             )
             return
         queue = self._queue(record.topic, record.partition)
-        now = self._clock.seconds()
-        full = queue.append(
+        joined = queue.append(
             record,
             now=now,
             batch_bytes=self._batch_bytes,
             delivery_timeout_s=self._delivery_timeout_s,
         )
-        self._schedule_drain(now if full else queue.queue[-1].created + self._linger_s)
+        if joined is Joined.FULL:
+            self._schedule_drain(now)
+        elif joined is Joined.NEW:
+            self._schedule_drain(queue.queue[-1].created + self._linger_s)
+        # Joined.OPEN: the drain scheduled when that batch was started still stands.
 
     def _queue(self, topic: str, partition: int) -> PartitionQueue:
         queue = self._partitions.get((topic, partition))
@@ -495,10 +542,14 @@ class Producer:
             self._new_producer_id()
         else:
             queue.acknowledge(batch)
-        for i, record in enumerate(batch.records):
-            offset = base_offset + i if base_offset >= 0 else -1
+        topic, partition = batch.topic, batch.partition
+
+        def metadata(position: int, record: PendingRecord) -> RecordMetadata:
+            offset = base_offset + position if base_offset >= 0 else -1
             timestamp = log_append_time if log_append_time >= 0 else record.timestamp
-            self._resolve(record, RecordMetadata(batch.topic, batch.partition, offset, timestamp))
+            return RecordMetadata(topic, partition, offset, timestamp)
+
+        self._settle(batch.records, metadata)
 
     def _failed(self, batch: Batch, error: KafkaError) -> None:
         queue = self._partitions[(batch.topic, batch.partition)]
@@ -539,8 +590,8 @@ class Producer:
             queue.rewind(batch)
             if producer_id_lost:
                 self._new_producer_id()
-        for record in batch.records:
-            self._resolve(record, Failure(error))
+        failure = Failure(error)
+        self._settle(batch.records, lambda _position, _record: failure)
 
     def _expire(self, queue: PartitionQueue, batch: Batch) -> None:
         error = BrokerResponseError(
@@ -624,33 +675,63 @@ class Producer:
         self._timers[name] = self._clock.callLater(max(delay, 0), fire)
 
     def _resolve(self, record: PendingRecord, result: RecordMetadata | Failure) -> None:
-        self._unfinished -= 1
-        self._buffered_bytes -= record.size
+        self._settle([record], lambda _position, _record: result)
+
+    def _settle(
+        self,
+        records: list[PendingRecord],
+        outcome: Callable[[int, PendingRecord], RecordMetadata | Failure],
+    ) -> None:
+        """Resolve ``records`` (in send order) with ``outcome(position, record)``, then fire
+        the flushes that were waiting for them."""
+        self._unfinished -= len(records)
+        self._buffered_bytes -= sum(record.size for record in records)
         done = []
         for waiter in self._flushes:
-            if record.index < waiter[0]:
-                waiter[1] -= 1
-                if waiter[1] == 0:
-                    done.append(waiter)
+            target = waiter[0]
+            waiter[1] -= sum(1 for record in records if record.index < target)
+            if waiter[1] == 0:
+                done.append(waiter)
         for waiter in done:
             self._flushes.remove(waiter)
-        if isinstance(result, Failure):
-            record.waiter.errback(result)
-        else:
-            record.waiter.callback(result)
+        for position, record in enumerate(records):
+            waiter = record.waiter
+            if waiter is None:
+                continue
+            result = outcome(position, record)
+            if isinstance(waiter, Deferred):
+                if isinstance(result, Failure):
+                    waiter.errback(result)
+                else:
+                    waiter.callback(result)
+            elif isinstance(result, Failure):
+                waiter(result.value, None)
+            else:
+                waiter(None, result)
         for waiter in done:
             waiter[2].callback(None)
+        if self._space_waiters:
+            self._wake_space_waiters()
+
+    def _wake_space_waiters(self) -> None:
+        waiting, self._space_waiters = self._space_waiters, []
+        for limit, waiter in waiting:
+            if self._buffered_bytes <= limit:
+                waiter.callback(None)
+            elif self._closed:
+                waiter.errback(ClientClosedError("the producer closed"))
+            else:
+                self._space_waiters.append((limit, waiter))
 
     def _fail_everything(self, error: KafkaError) -> None:
         failure = Failure(error)
-        for records in list(self._awaiting_topic.values()):
-            for record in records:
-                self._resolve(record, failure)
+        records = [record for waiting in self._awaiting_topic.values() for record in waiting]
         self._awaiting_topic.clear()
         for queue in self._partitions.values():
             for batch in queue.drop_all():
-                for record in batch.records:
-                    self._resolve(record, failure)
+                records.extend(batch.records)
+        records.sort(key=lambda record: record.index)
+        self._settle(records, lambda _position, _record: failure)
 
     def _abandon(self) -> None:
         self._fail_everything(ClientClosedError("the producer closed before delivering these"))
