@@ -38,8 +38,8 @@ Contracts:
   CRC (``batch_crc_ok``) and stamps ``baseOffset`` and ``partitionLeaderEpoch`` in place
   (``set_base_offset``, ``set_partition_leader_epoch``), which leaves the CRC valid because both
   fields lie before the CRC-covered range.
-- ``build_batch`` and ``encode_records`` trust their input and raise ``ValueError`` or
-  ``TypeError`` for values that do not fit the format.
+- ``build_batch``, ``frame_batch``, ``encode_records`` and ``append_record`` trust their input
+  and raise ``ValueError`` or ``TypeError`` for values that do not fit the format.
 """
 
 from __future__ import annotations
@@ -63,12 +63,14 @@ __all__ = [
     "Record",
     "RecordBatchHeader",
     "TimestampType",
+    "append_record",
     "batch_crc",
     "batch_crc_ok",
     "build_batch",
     "decode_batch",
     "decode_records",
     "encode_records",
+    "frame_batch",
     "iter_batches",
     "read_batch_header",
     "set_base_offset",
@@ -494,6 +496,7 @@ def _varint(value: int) -> bytes:
 
 #: The varints of 0 to 8191 (one or two bytes), the values records are made of.
 _SMALL_VARINTS = tuple(_varint(value) for value in range(0x2000))
+_SMALL_LIMIT = len(_SMALL_VARINTS)
 
 
 def _encode_headers(headers: Sequence[Header]) -> bytes:
@@ -511,59 +514,74 @@ def _encode_headers(headers: Sequence[Header]) -> bytes:
     return b"".join(parts)
 
 
-def encode_records(records: Iterable[Record]) -> bytes:
-    """Encode ``records`` as an uncompressed records section (see the module docstring).
+def append_record(
+    parts: list[Buffer],
+    offset_delta: int,
+    timestamp_delta: int,
+    key: Buffer | None,
+    value: Buffer | None,
+    headers: Sequence[Header],
+) -> None:
+    """Append the encoded pieces of one record to ``parts``; ``b"".join(parts)`` is then the
+    records section (a producer builds its batches this way, one record at a time).
 
-    :param records: records with bytes-like (or None) keys and values; header keys are ``str``.
     :raises ValueError: an offset or timestamp delta that does not fit 64 bits.
     :raises TypeError: a key, value or header of the wrong type.
     """
     # Every varint of a telemetry record (lengths, small deltas) is a table lookup.
     small = _SMALL_VARINTS
-    limit = len(small)
-    varint = _varint
+    if key is None:
+        key_length, key = _NULL_LENGTH, b""
+    else:
+        size = len(key)
+        key_length = small[size] if size < _SMALL_LIMIT else _varint(size)
+    if value is None:
+        value_length, value = _NULL_LENGTH, b""
+    else:
+        size = len(value)
+        value_length = small[size] if size < _SMALL_LIMIT else _varint(size)
+    if 0 <= timestamp_delta < _SMALL_LIMIT:
+        timestamp = small[timestamp_delta]
+    else:
+        timestamp = _varint(timestamp_delta)
+    offset = small[offset_delta] if 0 <= offset_delta < _SMALL_LIMIT else _varint(offset_delta)
+    tail = _encode_headers(headers) if headers else b"\x00"
+    size = (
+        1  # attributes
+        + len(timestamp)
+        + len(offset)
+        + len(key_length)
+        + len(key)
+        + len(value_length)
+        + len(value)
+        + len(tail)
+    )
+    parts.extend(
+        (
+            small[size] if size < _SMALL_LIMIT else _varint(size),
+            b"\x00",  # attributes
+            timestamp,
+            offset,
+            key_length,
+            key,
+            value_length,
+            value,
+            tail,
+        )
+    )
+
+
+def encode_records(records: Iterable[Record]) -> bytes:
+    """Encode ``records`` as an uncompressed records section (see the module docstring).
+
+    :param records: records (or plain tuples in ``Record``'s field order) with bytes-like (or
+        None) keys and values; header keys are ``str``.
+    :raises ValueError: an offset or timestamp delta that does not fit 64 bits.
+    :raises TypeError: a key, value or header of the wrong type.
+    """
     parts: list[Buffer] = []
-    extend = parts.extend
     for offset_delta, timestamp_delta, key, value, headers in records:
-        if key is None:
-            key_length, key = _NULL_LENGTH, b""
-        else:
-            size = len(key)
-            key_length = small[size] if size < limit else varint(size)
-        if value is None:
-            value_length, value = _NULL_LENGTH, b""
-        else:
-            size = len(value)
-            value_length = small[size] if size < limit else varint(size)
-        if 0 <= timestamp_delta < limit:
-            timestamp = small[timestamp_delta]
-        else:
-            timestamp = varint(timestamp_delta)
-        offset = small[offset_delta] if 0 <= offset_delta < limit else varint(offset_delta)
-        tail = _encode_headers(headers) if headers else b"\x00"
-        size = (
-            1  # attributes
-            + len(timestamp)
-            + len(offset)
-            + len(key_length)
-            + len(key)
-            + len(value_length)
-            + len(value)
-            + len(tail)
-        )
-        extend(
-            (
-                small[size] if size < limit else varint(size),
-                b"\x00",  # attributes
-                timestamp,
-                offset,
-                key_length,
-                key,
-                value_length,
-                value,
-                tail,
-            )
-        )
+        append_record(parts, offset_delta, timestamp_delta, key, value, headers)
     return b"".join(parts)
 
 
@@ -604,12 +622,49 @@ def build_batch(
         previous = offset_delta
         if timestamp_delta > max_delta:
             max_delta = timestamp_delta
-    max_timestamp = base_timestamp + max_delta
-    codec = Codec(compression)
-    attributes = codec | TimestampType(timestamp_type) << 3
+    return frame_batch(
+        compress(Codec(compression), encode_records(records)),
+        count=len(records),
+        last_offset_delta=previous,
+        base_timestamp=base_timestamp,
+        max_timestamp=base_timestamp + max_delta,
+        compression=compression,
+        base_offset=base_offset,
+        producer_id=producer_id,
+        producer_epoch=producer_epoch,
+        base_sequence=base_sequence,
+        partition_leader_epoch=partition_leader_epoch,
+        is_transactional=is_transactional,
+        timestamp_type=timestamp_type,
+    )
+
+
+def frame_batch(
+    body: Buffer,
+    *,
+    count: int,
+    last_offset_delta: int,
+    base_timestamp: int,
+    max_timestamp: int,
+    compression: Codec = Codec.NONE,
+    base_offset: int = 0,
+    producer_id: int = -1,
+    producer_epoch: int = -1,
+    base_sequence: int = -1,
+    partition_leader_epoch: int = -1,
+    is_transactional: bool = False,
+    timestamp_type: TimestampType = TimestampType.CREATE_TIME,
+) -> bytes:
+    """Return a complete RecordBatch v2 around ``body``, a records section already compressed
+    with ``compression``, CRC filled in. The fields are written as given: ``build_batch``
+    computes them from its records, a producer that appended records with ``append_record``
+    knows them.
+
+    :raises ValueError: a field that does not fit its width.
+    """
+    attributes = Codec(compression) | TimestampType(timestamp_type) << 3
     if is_transactional:
         attributes |= _TRANSACTIONAL_FLAG
-    body = compress(codec, encode_records(records))
     try:
         header = bytearray(
             HEADER.pack(
@@ -619,13 +674,13 @@ def build_batch(
                 MAGIC,
                 0,  # crc, filled in below
                 attributes,
-                previous,
+                last_offset_delta,
                 base_timestamp,
                 max_timestamp,
                 producer_id,
                 producer_epoch,
                 base_sequence,
-                len(records),
+                count,
             )
         )
     except struct.error as error:

@@ -48,7 +48,7 @@ from tmq.protocol.records import (
     read_batch_header,
 )
 
-from . import bench_log
+from . import bench_clients, bench_log
 
 __all__ = ["add_parser", "run_codec_bench"]
 
@@ -122,6 +122,7 @@ def add_parser(commands) -> None:
     )
     codec.set_defaults(run=_run_codec, codec_parser=codec)
     bench_log.add_parser(kinds)
+    bench_clients.add_parsers(kinds)
 
 
 def _run_codec(args: argparse.Namespace) -> int:

@@ -11,13 +11,19 @@ last one the broker acknowledged. It decides whether the head batch may go on th
 from __future__ import annotations
 
 import bisect
-import enum
 from typing import Any
 
-from tmq.protocol.compression import Codec
-from tmq.protocol.records import HEADER_SIZE, build_batch
+from tmq.protocol.compression import Codec, compress
+from tmq.protocol.records import HEADER_SIZE, append_record, frame_batch
 
-__all__ = ["SEQUENCE_MODULUS", "Batch", "Joined", "PartitionQueue", "PendingRecord"]
+__all__ = [
+    "SEQUENCE_MODULUS",
+    "Batch",
+    "Joined",
+    "PartitionQueue",
+    "PendingRecord",
+    "record_size",
+]
 
 SEQUENCE_MODULUS = 2**31
 """Sequence numbers wrap from INT32 max to 0, as Kafka's do."""
@@ -26,19 +32,32 @@ _RECORD_OVERHEAD = 21  # Kafka's MAX_RECORD_OVERHEAD: varints and attributes of 
 _HEADER_OVERHEAD = 10  # the two varint lengths of a record header
 
 
-class Joined(enum.Enum):
-    """Where ``PartitionQueue.append`` put a record."""
+class Joined:
+    """Where ``PartitionQueue.append`` put a record (plain ints, not an Enum: a member
+    lookup on an Enum class costs more than the rest of ``append``)."""
 
-    OPEN = "joined the open batch"
-    NEW = "started a new batch"
-    FULL = "filled a batch"
+    OPEN = 0  # joined the open batch
+    NEW = 1  # started a new batch
+    FULL = 2  # filled a batch
+
+
+def record_size(key: bytes | None, value: bytes | None, headers: tuple) -> int:
+    """A record's estimated encoded size, for batch sizes and the buffer bound (Kafka's
+    estimate: the payload plus the most its varints and attributes can take)."""
+    size = _RECORD_OVERHEAD
+    if key is not None:
+        size += len(key)
+    if value is not None:
+        size += len(value)
+    if headers:
+        size += sum(len(k) + len(v or b"") + _HEADER_OVERHEAD for k, v in headers)
+    return size
 
 
 class PendingRecord:
-    """One record from ``send`` until it is resolved.
+    """A record waiting for its topic's metadata, before it can join a batch.
 
     :ivar index: the order of the ``send`` call, producer-wide (``flush`` counts with it).
-    :ivar size: the estimated encoded size, for batch sizes and the buffer bound.
     :ivar waiter: what learns the record's outcome: the Deferred of ``send``, the
         ``on_delivery`` callable of ``produce``, or ``None``.
     """
@@ -56,7 +75,9 @@ class PendingRecord:
         "waiter",
     )
 
-    def __init__(self, topic, partition, key, value, headers, timestamp, index, sent_at, waiter):
+    def __init__(
+        self, topic, partition, key, value, headers, timestamp, index, sent_at, waiter, size
+    ):
         self.topic: str = topic
         self.partition: int | None = partition
         self.key: bytes | None = key
@@ -66,18 +87,15 @@ class PendingRecord:
         self.index: int = index
         self.sent_at: float = sent_at
         self.waiter: Any = waiter
-        size = _RECORD_OVERHEAD
-        if key is not None:
-            size += len(key)
-        if value is not None:
-            size += len(value)
-        if headers:
-            size += sum(len(k) + len(v or b"") + _HEADER_OVERHEAD for k, v in headers)
-        self.size = size
+        self.size: int = size
 
 
 class Batch:
     """The records of one partition that travel together, and their delivery state.
+
+    Records are encoded as they join (``tmq.protocol.records.append_record``): a batch keeps
+    their bytes, not the records, and per record only its send index; the records that have a
+    waiter also keep ``(index, position, timestamp, waiter)`` in ``waiters``.
 
     :ivar serial: creation order within the partition; the queue is kept sorted by it.
     :ivar deadline: the delivery deadline of its first record.
@@ -85,45 +103,83 @@ class Batch:
     :ivar stamp: ``(producer id, epoch, base sequence)`` once stamped (idempotence).
     :ivar rewound: in flight, but its stamp was revoked; whatever answer comes back, it goes
         back to the queue to be stamped again.
+    :ivar size: the estimated batch size (header and records).
+    :ivar record_bytes: the records' estimated sizes (what they hold of the producer buffer).
+    :ivar indices: the send indices of the records, ascending.
     :ivar encoded: the RecordBatch bytes, kept so that a retry sends the very same batch.
     """
 
     __slots__ = (
         "attempts",
+        "base_timestamp",
+        "body",
         "closed",
+        "count",
         "created",
         "deadline",
         "encoded",
+        "indices",
+        "max_timestamp",
         "partition",
-        "records",
+        "parts",
+        "record_bytes",
         "retry_at",
         "rewound",
         "serial",
         "size",
         "stamp",
         "topic",
+        "waiters",
     )
 
-    def __init__(self, topic: str, partition: int, serial: int, created: float, deadline: float):
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        serial: int,
+        created: float,
+        deadline: float,
+        base_timestamp: int,
+    ):
         self.topic = topic
         self.partition = partition
         self.serial = serial
         self.created = created
         self.deadline = deadline
-        self.records: list[PendingRecord] = []
+        self.base_timestamp = base_timestamp
+        self.max_timestamp = base_timestamp
+        self.parts: list[bytes] = []
+        self.count = 0
+        self.indices: list[int] = []
+        self.waiters: list[tuple[int, int, int, Any]] = []
         self.size = HEADER_SIZE
+        self.record_bytes = 0
         self.closed = False
         self.attempts = 0
         self.retry_at = 0.0
         self.stamp: tuple[int, int, int] | None = None
         self.rewound = False
+        self.body: bytes | None = None
         self.encoded: bytes | None = None
+
+    def add(self, key, value, headers, timestamp: int, index: int, waiter: Any, size: int) -> None:
+        """Encode a record into the batch."""
+        position = self.count
+        append_record(self.parts, position, timestamp - self.base_timestamp, key, value, headers)
+        self.count = position + 1
+        self.indices.append(index)
+        if waiter is not None:
+            self.waiters.append((index, position, timestamp, waiter))
+        if timestamp > self.max_timestamp:
+            self.max_timestamp = timestamp
+        self.size += size
+        self.record_bytes += size
 
     @property
     def last_sequence(self) -> int:
         """The sequence number of the last record (the batch must be stamped)."""
         assert self.stamp is not None
-        return (self.stamp[2] + len(self.records) - 1) % SEQUENCE_MODULUS
+        return (self.stamp[2] + self.count - 1) % SEQUENCE_MODULUS
 
     def __lt__(self, other: Batch) -> bool:
         return self.serial < other.serial
@@ -131,14 +187,16 @@ class Batch:
     def encode(self, codec: Codec) -> bytes:
         """Build (once per stamp) and return the RecordBatch v2 holding the records."""
         if self.encoded is None:
-            base_timestamp = self.records[0].timestamp
+            if self.body is None:
+                self.body = compress(codec, b"".join(self.parts))
+                self.parts = []
             producer_id, producer_epoch, base_sequence = self.stamp or (-1, -1, -1)
-            self.encoded = build_batch(
-                [
-                    (i, r.timestamp - base_timestamp, r.key, r.value, r.headers)
-                    for i, r in enumerate(self.records)
-                ],
-                base_timestamp=base_timestamp,
+            self.encoded = frame_batch(
+                self.body,
+                count=self.count,
+                last_offset_delta=self.count - 1,
+                base_timestamp=self.base_timestamp,
+                max_timestamp=self.max_timestamp,
                 compression=codec,
                 producer_id=producer_id,
                 producer_epoch=producer_epoch,
@@ -151,6 +209,8 @@ class PartitionQueue:
     """One partition's waiting and in-flight batches, and its sequence stream."""
 
     __slots__ = (
+        "batch_bytes",
+        "delivery_timeout_s",
         "in_flight",
         "last_acked",
         "next_sequence",
@@ -160,7 +220,9 @@ class PartitionQueue:
         "queue",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, *, batch_bytes: int, delivery_timeout_s: float) -> None:
+        self.batch_bytes = batch_bytes
+        self.delivery_timeout_s = delivery_timeout_s
         self.queue: list[Batch] = []
         self.in_flight: list[Batch] = []
         self.next_serial = 0
@@ -170,9 +232,10 @@ class PartitionQueue:
         self.last_acked = -1
 
     def append(
-        self, record: PendingRecord, *, now: float, batch_bytes: int, delivery_timeout_s: float
-    ) -> Joined:
-        """Add ``record`` to the last open batch, or to a new one if it would not fit.
+        self, topic, partition, key, value, headers, timestamp, index, now, sent_at, waiter, size
+    ) -> int:
+        """Add a record, sent at ``sent_at``, to the last open batch, or to a new one if it
+        would not fit.
 
         :returns: ``Joined.FULL`` when a batch became full (to be sent without lingering),
             ``Joined.NEW`` when the record started a batch (to be sent when its linger ends),
@@ -180,18 +243,17 @@ class PartitionQueue:
         """
         batch = self.queue[-1] if self.queue else None
         full = False
-        if batch is not None and not batch.closed and batch.size + record.size > batch_bytes:
+        if batch is not None and not batch.closed and batch.size + size > self.batch_bytes:
             batch.closed = full = True
         joined = Joined.OPEN
         if batch is None or batch.closed:
-            deadline = record.sent_at + delivery_timeout_s
-            batch = Batch(record.topic, record.partition, self.next_serial, now, deadline)
+            deadline = sent_at + self.delivery_timeout_s
+            batch = Batch(topic, partition, self.next_serial, now, deadline, timestamp)
             self.next_serial += 1
             self.queue.append(batch)
             joined = Joined.NEW
-        batch.records.append(record)
-        batch.size += record.size
-        if batch.size >= batch_bytes:
+        batch.add(key, value, headers, timestamp, index, waiter, size)
+        if batch.size >= self.batch_bytes:
             batch.closed = full = True
         return Joined.FULL if full else joined
 
@@ -235,7 +297,7 @@ class PartitionQueue:
         batch.attempts += 1
         if idempotent and batch.stamp is None:
             batch.stamp = (self.producer_id, self.producer_epoch, self.next_sequence)
-            self.next_sequence = (self.next_sequence + len(batch.records)) % SEQUENCE_MODULUS
+            self.next_sequence = (self.next_sequence + batch.count) % SEQUENCE_MODULUS
             batch.encoded = None
         batch.encode(codec)
         self.in_flight.append(batch)

@@ -30,10 +30,11 @@ connection.
 
 from __future__ import annotations
 
+import bisect
 import collections
-import dataclasses
+import operator
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall
@@ -45,7 +46,7 @@ from tmq.protocol.compression import Codec
 from tmq.protocol.errors import ErrorCode
 from tmq.protocol.records import HEADER_SIZE
 
-from ._batching import Batch, Joined, PartitionQueue, PendingRecord
+from ._batching import Batch, Joined, PartitionQueue, PendingRecord, record_size
 from .cluster import Cluster
 from .errors import (
     STALE_METADATA_ERRORS,
@@ -81,9 +82,8 @@ class BufferFullError(KafkaError):
     retriable = True
 
 
-@dataclasses.dataclass(frozen=True)
-class RecordMetadata:
-    """Where a record was written.
+class RecordMetadata(NamedTuple):
+    """Where a record was written (a named tuple: one is made per record).
 
     :ivar offset: the record's offset, -1 with acks=0 (no answer) or when the broker did not
         say (a duplicate reported as DUPLICATE_SEQUENCE_NUMBER).
@@ -261,25 +261,40 @@ class Producer:
         now = self._clock.seconds()
         if timestamp_ms is None:
             timestamp_ms = int(now * 1000)
-        record = PendingRecord(
-            topic, partition, key, value, headers, timestamp_ms, self._next_index, now, waiter
-        )
-        if record.size + HEADER_SIZE > self._max_request_bytes:
+        size = record_size(key, value, headers)
+        if size + HEADER_SIZE > self._max_request_bytes:
             raise BrokerResponseError(
                 ErrorCode.MESSAGE_TOO_LARGE,
-                f"record of {record.size} bytes for {topic} (max_request_bytes "
-                f"{self._max_request_bytes})",
+                f"record of {size} bytes for {topic} (max_request_bytes {self._max_request_bytes})",
             )
-        if self._buffered_bytes + record.size > self._max_buffered_bytes:
+        if self._buffered_bytes + size > self._max_buffered_bytes:
             raise BufferFullError(f"{self._buffered_bytes} bytes are waiting to be sent")
-        self._next_index += 1
+        index = self._next_index
+        self._next_index = index + 1
         self._unfinished += 1
-        self._buffered_bytes += record.size
+        self._buffered_bytes += size
         info = self._cluster.metadata.topics.get(topic)
         if topic in self._awaiting_topic or info is None or not info.partitions:
-            self._await_topic(record)
-        else:
-            self._add(record, info.partition_count, now)
+            self._await_topic(
+                PendingRecord(
+                    topic, partition, key, value, headers, timestamp_ms, index, now, waiter, size
+                )
+            )
+            return
+        count = info.partition_count
+        if partition is None:
+            partition = self._partitioner.partition(key, count)
+        elif not 0 <= partition < count:
+            self._out_of_range(topic, partition, count, timestamp_ms, index, waiter, size)
+            return
+        queue = self._partitions.get((topic, partition))
+        if queue is None:
+            queue = self._queue(topic, partition)
+        joined = queue.append(
+            topic, partition, key, value, headers, timestamp_ms, index, now, now, waiter, size
+        )
+        if joined:  # Joined.OPEN: the drain scheduled when that batch was started still stands
+            self._schedule_drain(now if joined == Joined.FULL else now + self._linger_s)
 
     def buffered_below(self, limit: int) -> Deferred:
         """Back-pressure for loops that produce faster than the brokers take: a Deferred that
@@ -343,12 +358,13 @@ class Producer:
         waiting = self._awaiting_topic.get(topic, [])
         now = self._clock.seconds()
         retriable = failure.check(KafkaError) and failure.value.retriable
-        keep = []
+        keep: list[PendingRecord] = []
+        lost: list[PendingRecord] = []
         for record in waiting:
-            if retriable and now < record.sent_at + self._delivery_timeout_s:
-                keep.append(record)
-            else:
-                self._resolve(record, failure)
+            alive = retriable and now < record.sent_at + self._delivery_timeout_s
+            (keep if alive else lost).append(record)
+        if lost:
+            self._settle(*_gather(lost, []), lambda *_: failure)
         if not keep:
             self._awaiting_topic.pop(topic, None)
             self._topic_attempts.pop(topic, None)
@@ -363,37 +379,53 @@ class Producer:
         self._set_timer(("topic", topic), delay, self._look_up_topic, topic)
 
     def _add(self, record: PendingRecord, partition_count: int, now: float) -> None:
-        if record.partition is None:
-            record.partition = self._partitioner.partition(record.key, partition_count)
-        elif not 0 <= record.partition < partition_count:
-            self._resolve(
-                record,
-                Failure(
-                    BrokerResponseError(
-                        ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
-                        f"partition {record.partition} of {record.topic} "
-                        f"(it has {partition_count})",
-                    )
-                ),
+        """Queue a record that waited for its topic's metadata."""
+        partition = record.partition
+        if partition is None:
+            partition = self._partitioner.partition(record.key, partition_count)
+        elif not 0 <= partition < partition_count:
+            self._out_of_range(
+                record.topic,
+                partition,
+                partition_count,
+                record.timestamp,
+                record.index,
+                record.waiter,
+                record.size,
             )
             return
-        queue = self._queue(record.topic, record.partition)
+        queue = self._queue(record.topic, partition)
         joined = queue.append(
-            record,
-            now=now,
-            batch_bytes=self._batch_bytes,
-            delivery_timeout_s=self._delivery_timeout_s,
+            record.topic,
+            partition,
+            record.key,
+            record.value,
+            record.headers,
+            record.timestamp,
+            record.index,
+            now,
+            record.sent_at,
+            record.waiter,
+            record.size,
         )
-        if joined is Joined.FULL:
-            self._schedule_drain(now)
-        elif joined is Joined.NEW:
-            self._schedule_drain(queue.queue[-1].created + self._linger_s)
-        # Joined.OPEN: the drain scheduled when that batch was started still stands.
+        if joined:
+            self._schedule_drain(now if joined == Joined.FULL else now + self._linger_s)
+
+    def _out_of_range(self, topic, partition, partition_count, timestamp, index, waiter, size):
+        error = BrokerResponseError(
+            ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+            f"partition {partition} of {topic} (it has {partition_count})",
+        )
+        failure = Failure(error)
+        waiters = [(index, 0, timestamp, waiter)] if waiter is not None else []
+        self._settle(1, size, [index], waiters, lambda *_: failure)
 
     def _queue(self, topic: str, partition: int) -> PartitionQueue:
         queue = self._partitions.get((topic, partition))
         if queue is None:
-            queue = self._partitions[(topic, partition)] = PartitionQueue()
+            queue = self._partitions[(topic, partition)] = PartitionQueue(
+                batch_bytes=self._batch_bytes, delivery_timeout_s=self._delivery_timeout_s
+            )
         return queue
 
     # -- draining batches into requests ----------------------------------------------------
@@ -544,12 +576,13 @@ class Producer:
             queue.acknowledge(batch)
         topic, partition = batch.topic, batch.partition
 
-        def metadata(position: int, record: PendingRecord) -> RecordMetadata:
+        def metadata(position: int, timestamp: int) -> RecordMetadata:
             offset = base_offset + position if base_offset >= 0 else -1
-            timestamp = log_append_time if log_append_time >= 0 else record.timestamp
+            if log_append_time >= 0:
+                timestamp = log_append_time
             return RecordMetadata(topic, partition, offset, timestamp)
 
-        self._settle(batch.records, metadata)
+        self._settle(batch.count, batch.record_bytes, batch.indices, batch.waiters, metadata)
 
     def _failed(self, batch: Batch, error: KafkaError) -> None:
         queue = self._partitions[(batch.topic, batch.partition)]
@@ -581,7 +614,7 @@ class Producer:
     ) -> None:
         _log.info(
             "giving up on {count} records for {topic}-{partition}: {error}",
-            count=len(batch.records),
+            count=batch.count,
             topic=batch.topic,
             partition=batch.partition,
             error=error,
@@ -591,12 +624,12 @@ class Producer:
             if producer_id_lost:
                 self._new_producer_id()
         failure = Failure(error)
-        self._settle(batch.records, lambda _position, _record: failure)
+        self._settle(*_gather([], [batch]), lambda *_: failure)
 
     def _expire(self, queue: PartitionQueue, batch: Batch) -> None:
         error = BrokerResponseError(
             ErrorCode.REQUEST_TIMED_OUT,
-            f"{len(batch.records)} records for {batch.topic}-{batch.partition} not delivered "
+            f"{batch.count} records for {batch.topic}-{batch.partition} not delivered "
             f"within the delivery timeout",
         )
         # A batch sent before may have been written: its sequence stream is in doubt.
@@ -674,32 +707,30 @@ class Producer:
             previous.cancel()
         self._timers[name] = self._clock.callLater(max(delay, 0), fire)
 
-    def _resolve(self, record: PendingRecord, result: RecordMetadata | Failure) -> None:
-        self._settle([record], lambda _position, _record: result)
-
     def _settle(
         self,
-        records: list[PendingRecord],
-        outcome: Callable[[int, PendingRecord], RecordMetadata | Failure],
+        count: int,
+        size: int,
+        indices: list[int],
+        waiters: list[tuple[int, int, int, Any]],
+        outcome: Callable[[int, int], RecordMetadata | Failure],
     ) -> None:
-        """Resolve ``records`` (in send order) with ``outcome(position, record)``, then fire
-        the flushes that were waiting for them."""
-        self._unfinished -= len(records)
-        self._buffered_bytes -= sum(record.size for record in records)
+        """Resolve ``count`` records holding ``size`` buffered bytes, sent with ``indices``
+        (ascending): tell each of ``waiters`` (``(index, position, timestamp, waiter)``, in
+        send order) ``outcome(position, timestamp)``, then fire the flushes that were waiting
+        for these records."""
+        self._unfinished -= count
+        self._buffered_bytes -= size
         done = []
-        for waiter in self._flushes:
-            target = waiter[0]
-            waiter[1] -= sum(1 for record in records if record.index < target)
-            if waiter[1] == 0:
-                done.append(waiter)
-        for waiter in done:
-            self._flushes.remove(waiter)
-        for position, record in enumerate(records):
-            waiter = record.waiter
-            if waiter is None:
-                continue
-            result = outcome(position, record)
-            if isinstance(waiter, Deferred):
+        for flush in self._flushes:
+            flush[1] -= bisect.bisect_left(indices, flush[0])
+            if flush[1] == 0:
+                done.append(flush)
+        for flush in done:
+            self._flushes.remove(flush)
+        for _index, position, timestamp, waiter in waiters:
+            result = outcome(position, timestamp)
+            if type(waiter) is Deferred or isinstance(waiter, Deferred):
                 if isinstance(result, Failure):
                     waiter.errback(result)
                 else:
@@ -708,8 +739,8 @@ class Producer:
                 waiter(result.value, None)
             else:
                 waiter(None, result)
-        for waiter in done:
-            waiter[2].callback(None)
+        for flush in done:
+            flush[2].callback(None)
         if self._space_waiters:
             self._wake_space_waiters()
 
@@ -727,11 +758,8 @@ class Producer:
         failure = Failure(error)
         records = [record for waiting in self._awaiting_topic.values() for record in waiting]
         self._awaiting_topic.clear()
-        for queue in self._partitions.values():
-            for batch in queue.drop_all():
-                records.extend(batch.records)
-        records.sort(key=lambda record: record.index)
-        self._settle(records, lambda _position, _record: failure)
+        batches = [batch for queue in self._partitions.values() for batch in queue.drop_all()]
+        self._settle(*_gather(records, batches), lambda *_: failure)
 
     def _abandon(self) -> None:
         self._fail_everything(ClientClosedError("the producer closed before delivering these"))
@@ -741,3 +769,19 @@ class Producer:
             timer.cancel()
         self._timers.clear()
         return result
+
+
+def _gather(records: list[PendingRecord], batches: list[Batch]) -> tuple:
+    """The ``_settle`` arguments (but the outcome) for ``records`` and ``batches`` together."""
+    indices = [record.index for record in records]
+    waiters = [(r.index, 0, r.timestamp, r.waiter) for r in records if r.waiter is not None]
+    size = sum(record.size for record in records)
+    count = len(records)
+    for batch in batches:
+        indices.extend(batch.indices)
+        waiters.extend(batch.waiters)
+        size += batch.record_bytes
+        count += batch.count
+    indices.sort()
+    waiters.sort(key=operator.itemgetter(0))
+    return count, size, indices, waiters
