@@ -85,7 +85,7 @@ def add_parsers(kinds) -> None:
             "--value-bytes",
             type=int,
             default=200,
-            help="size of every value, 150 to 400 (default %(default)s)",
+            help="size of every value, 170 to 400 (default %(default)s)",
         )
         parser.add_argument(
             "--partitions", type=int, default=4, help="partitions of the topic (default 4)"
@@ -104,8 +104,8 @@ def add_parsers(kinds) -> None:
 def _run(args: argparse.Namespace) -> int:
     if args.messages < 1 or args.rounds < 1 or args.partitions < 1:
         args.bench_parser.error("--messages, --rounds and --partitions must be >= 1")
-    if not 150 <= args.value_bytes <= 400:
-        args.bench_parser.error("--value-bytes must be between 150 and 400")
+    if not 170 <= args.value_bytes <= 400:
+        args.bench_parser.error("--value-bytes must be between 170 and 400")
     clients = CLIENTS if args.client == "all" else (args.client,)
     results = run_client_bench(
         args.bench_kind,
