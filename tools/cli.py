@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import bench, broker, clients, debug
+from . import bench, broker, clients, debug, gen, producer, sink
 from .errors import CommandError
 
 __all__ = ["build_parser", "main"]
@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     clients.add_parsers(commands)
     debug.add_parser(commands)
     bench.add_parser(commands)
+    gen.add_parser(commands)
+    producer.add_parser(commands)
+    sink.add_parser(commands)
     return parser
 
 

@@ -15,13 +15,14 @@ from tmq.protocol.compression import Codec
 
 from .errors import CommandError
 
-__all__ = ["add_parsers"]
+__all__ = ["add_parsers", "bootstrap_option"]
 
 _DEFAULT_BOOTSTRAP = "localhost:9092"
 _ACKS = {"all": -1, "-1": -1, "1": 1, "0": 0}
 
 
-def _bootstrap(parser: argparse.ArgumentParser) -> None:
+def bootstrap_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--bootstrap`` (env ``TMQ_BOOTSTRAP``) to a subcommand that talks to brokers."""
     parser.add_argument(
         "--bootstrap",
         default=os.environ.get("TMQ_BOOTSTRAP", _DEFAULT_BOOTSTRAP),
@@ -43,18 +44,18 @@ def add_parsers(commands) -> None:
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="topic config with Kafka's names (retention.ms, segment.bytes, flush.policy...)",
     )
-    _bootstrap(create)
+    bootstrap_option(create)
     create.set_defaults(run=_create)
     listing = actions.add_parser("list", help="list the topics")
-    _bootstrap(listing)
+    bootstrap_option(listing)
     listing.set_defaults(run=_list)
     describe = actions.add_parser("describe", help="partitions, leaders, replicas and ISR")
     describe.add_argument("name", nargs="?", help="one topic (default: all)")
-    _bootstrap(describe)
+    bootstrap_option(describe)
     describe.set_defaults(run=_describe)
     delete = actions.add_parser("delete", help="delete a topic and its data")
     delete.add_argument("name")
-    _bootstrap(delete)
+    bootstrap_option(delete)
     delete.set_defaults(run=_delete)
 
     produce = commands.add_parser(
@@ -68,7 +69,7 @@ def add_parsers(commands) -> None:
     produce.add_argument(
         "--compression", choices=[c.name.lower() for c in Codec], default="none"
     )
-    _bootstrap(produce)
+    bootstrap_option(produce)
     produce.set_defaults(run=_produce)
 
     consume = commands.add_parser(
@@ -83,7 +84,7 @@ def add_parsers(commands) -> None:
     consume.add_argument(
         "--group", help="resume from, and commit to, this group's offsets (simple commits)"
     )
-    _bootstrap(consume)
+    bootstrap_option(consume)
     consume.set_defaults(run=_consume)
 
 

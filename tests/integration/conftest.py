@@ -85,3 +85,29 @@ def installed_site(tmp_path_factory) -> Path:
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(site)
     return site
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """One throwaway PostgreSQL server for the session (fsync off), on 127.0.0.1; stopped at
+    the end, leaving no process behind."""
+    from tmq.tools.postgres import PostgresError, ThrowawayPostgres
+
+    try:
+        cluster = ThrowawayPostgres(durable=False).start()
+    except PostgresError as error:
+        pytest.fail(f"{error} (make test installs it, as root)")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def pg_dsn(postgres_cluster):
+    """The connection string of a new, empty database of ``postgres_cluster``, dropped after
+    the test."""
+    from uuid import uuid4
+
+    name = f"test_{uuid4().hex[:16]}"
+    dsn = postgres_cluster.create_database(name)
+    yield dsn
+    postgres_cluster.drop_database(name)

@@ -34,6 +34,22 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def stop_process(
+    process: subprocess.Popen | None, sig: int, timeout: float, log_path: Path
+) -> int:
+    """Send ``sig`` to ``process`` and return its exit status; a process still running after
+    ``timeout`` is killed and the test fails with its log."""
+    if process is None or process.poll() is not None:
+        return process.returncode if process else 0
+    process.send_signal(sig)
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise AssertionError(f"{log_path.name}: ignored {sig}:\n{log_path.read_text()}") from None
+
+
 class BrokerProcess:
     """A ``tmq broker`` subprocess with its own data directory."""
 
@@ -83,15 +99,7 @@ class BrokerProcess:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         """Stop the process with ``sig`` and return its exit status."""
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else 0
-        self.process.send_signal(sig)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise AssertionError(f"broker ignored {sig}:\n{self.log_path.read_text()}") from None
+        return stop_process(self.process, sig, timeout, self.log_path)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

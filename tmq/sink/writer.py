@@ -1,0 +1,662 @@
+"""Bulk writers: a batch of samples, its dead letters and its offset, in one transaction.
+
+Two writers with one interface (``TelemetryWriter``) and the same semantics, held to the same
+contract tests:
+
+``TxPostgresWriter``
+    txpostgres (psycopg2 in asynchronous mode) on the reactor, no thread. The samples travel
+    as one array literal per column and are inserted from ``unnest``.
+``CopyWriter``
+    psycopg 3 on an injected thread pool. The samples are sent with a binary COPY into a
+    temporary staging table and inserted from it.
+
+One ``write_batch`` is one transaction on one connection (``_batch_steps``, shared by both):
+
+1. the offset fence: ``UPDATE consumer_offsets SET next_offset = <next> WHERE … AND
+   next_offset = <expected>``, or, when ``expected_offset`` is ``None`` (no offset committed
+   yet), ``INSERT … ON CONFLICT DO NOTHING`` of the row. No row changed: another writer moved
+   the offset (or claimed the partition first; the loser of two concurrent inserts waits for
+   the winner and then changes nothing); the transaction rolls back and ``FencedError`` says
+   where the offset is;
+2. the samples: ``INSERT INTO telemetry … ON CONFLICT DO NOTHING``, so samples already stored
+   and samples repeated within the batch are absorbed, never an error;
+3. the ``gpus`` upsert (in uuid order, so concurrent batches lock rows in one order):
+   ``first_seen`` only moves back, ``last_seen`` only forward, and the descriptive columns
+   (hostname, device, index, model, labels; the driver when known) come from the newest
+   sample;
+4. the dead letters, with their raw bytes and reason.
+
+The transaction runs at READ COMMITTED whatever the server's default, which is what makes the
+fence wait for a concurrent writer and then fail instead of raising a serialization error.
+
+A writer serialises its own calls, in the order they are made. A connection found dead (a
+psycopg ``OperationalError`` or ``InterfaceError``, or the server closing it while idle) is
+dropped and the next call connects again; the failed call's transaction rolled back, so the
+caller retries it as it was. One case is ambiguous, as with any database: a connection lost
+while the ``COMMIT`` was under way may have committed. Retrying settles it: a ``FencedError``
+whose ``actual`` is the batch's own ``next_offset`` means the first attempt was written.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple, Protocol
+
+import psycopg
+import psycopg2
+from twisted.internet.defer import Deferred, DeferredLock, inlineCallbacks, succeed
+from twisted.internet.main import CONNECTION_LOST
+from twisted.internet.threads import deferToThreadPool
+from txpostgres.txpostgres import Connection
+
+from tmq.telemetry.model import Sample
+
+__all__ = [
+    "CopyWriter",
+    "DeadLetter",
+    "FencedError",
+    "TelemetryWriter",
+    "TxPostgresWriter",
+    "WriteResult",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record the sink could not accept: its offset, raw key and value, and why."""
+
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What one ``write_batch`` did.
+
+    :ivar inserted: telemetry rows added.
+    :ivar duplicates: samples absorbed: already stored, or repeated within the batch.
+    :ivar dead_letters: dead letters stored.
+    :ivar next_offset: the offset now committed for the partition.
+    """
+
+    inserted: int
+    duplicates: int
+    dead_letters: int
+    next_offset: int
+
+
+class FencedError(Exception):
+    """The committed offset is not the one the batch expected: another writer moved it (or
+    claimed the partition first). Nothing of the batch was written.
+
+    :ivar actual: the offset committed now; ``None`` when none is.
+    """
+
+    def __init__(
+        self, group: str, topic: str, partition: int, expected: int | None, actual: int | None
+    ):
+        super().__init__(
+            f"offset fence of group {group!r}, {topic}[{partition}]: expected "
+            f"{'no offset' if expected is None else expected}, found "
+            f"{'no offset' if actual is None else actual}"
+        )
+        self.group = group
+        self.topic = topic
+        self.partition = partition
+        self.expected = expected
+        self.actual = actual
+
+
+class TelemetryWriter(Protocol):
+    """The writer interface the sink service uses."""
+
+    def start(self) -> Deferred[None]:
+        """Connect; fails if the database cannot be reached."""
+
+    def close(self) -> Deferred[None]:
+        """Wait for the call in progress, then disconnect."""
+
+    def write_batch(
+        self,
+        group: str,
+        topic: str,
+        partition: int,
+        expected_offset: int | None,
+        next_offset: int,
+        samples: Sequence[Sample],
+        dead_letters: Sequence[DeadLetter] = (),
+    ) -> Deferred[WriteResult]:
+        """Write the batch covering offsets ``[expected_offset, next_offset)``; fails with
+        ``FencedError`` (nothing written) when the committed offset is not
+        ``expected_offset`` (``None``: no committed offset)."""
+
+    def load_offsets(self, group: str, topic: str) -> Deferred[dict[int, int]]:
+        """The committed next offset of every partition of ``topic`` that has one."""
+
+    def delete_older_than(self, cutoff: datetime, batch_rows: int = 10_000) -> Deferred[int]:
+        """Retention: remove telemetry older than ``cutoff`` in steps of at most
+        ``batch_rows`` rows, each its own transaction (whole chunks on TimescaleDB, counted by
+        the planner's estimate); fires with the number of rows removed."""
+
+
+# -- SQL shared by both writers -------------------------------------------------------------
+
+# Microseconds since the epoch to timestamptz, exactly (in integer microseconds; the product
+# is exact while |µs| < 2**53, i.e. within 285 years of 1970).
+_EPOCH_US = "timestamptz 'epoch' + {} * interval '1 microsecond'"
+
+_READ_COMMITTED = "SET TRANSACTION ISOLATION LEVEL READ COMMITTED"
+_FENCE_ADVANCE = """
+    UPDATE consumer_offsets SET next_offset = %s, updated_at = now()
+    WHERE consumer_group = %s AND topic = %s AND partition = %s AND next_offset = %s
+"""
+_FENCE_CLAIM = """
+    INSERT INTO consumer_offsets (next_offset, consumer_group, topic, partition)
+    VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING
+"""
+_CURRENT_OFFSET = """
+    SELECT next_offset FROM consumer_offsets
+    WHERE consumer_group = %s AND topic = %s AND partition = %s
+"""
+_LOAD_OFFSETS = """
+    SELECT partition, next_offset FROM consumer_offsets
+    WHERE consumer_group = %s AND topic = %s
+"""
+_TELEMETRY_COLUMNS = "time_us, gpu, metric, value, container, pod, namespace"
+_INSERT_TELEMETRY = f"""
+    INSERT INTO telemetry (time, gpu, metric, value, container, pod, namespace)
+    SELECT {_EPOCH_US.format("time_us")}, gpu, metric, value,
+           NULLIF(container, ''), NULLIF(pod, ''), NULLIF(namespace, '')
+    FROM {{source}}
+    ON CONFLICT DO NOTHING
+"""
+_UPSERT_GPUS = f"""
+    INSERT INTO gpus AS g
+        (uuid, hostname, device, gpu_index, model, driver, labels, first_seen, last_seen)
+    SELECT uuid, hostname, device, gpu_index, model, NULLIF(driver, ''), labels,
+           {_EPOCH_US.format("first_us")}, {_EPOCH_US.format("last_us")}
+    FROM unnest(%s::text[], %s::text[], %s::text[], %s::integer[], %s::text[], %s::text[],
+                %s::jsonb[], %s::bigint[], %s::bigint[])
+         AS s(uuid, hostname, device, gpu_index, model, driver, labels, first_us, last_us)
+    ORDER BY uuid
+    ON CONFLICT (uuid) DO UPDATE SET
+        first_seen = least(g.first_seen, EXCLUDED.first_seen),
+        last_seen = greatest(g.last_seen, EXCLUDED.last_seen),
+        hostname = CASE WHEN EXCLUDED.last_seen >= g.last_seen
+                        THEN EXCLUDED.hostname ELSE g.hostname END,
+        device = CASE WHEN EXCLUDED.last_seen >= g.last_seen
+                      THEN EXCLUDED.device ELSE g.device END,
+        gpu_index = CASE WHEN EXCLUDED.last_seen >= g.last_seen
+                         THEN EXCLUDED.gpu_index ELSE g.gpu_index END,
+        model = CASE WHEN EXCLUDED.last_seen >= g.last_seen
+                     THEN EXCLUDED.model ELSE g.model END,
+        labels = CASE WHEN EXCLUDED.last_seen >= g.last_seen
+                      THEN EXCLUDED.labels ELSE g.labels END,
+        driver = CASE WHEN EXCLUDED.last_seen >= g.last_seen
+                      THEN coalesce(EXCLUDED.driver, g.driver)
+                      ELSE coalesce(g.driver, EXCLUDED.driver) END
+"""
+_INSERT_DEAD_LETTERS = """
+    INSERT INTO dead_letters
+        (consumer_group, topic, partition, record_offset, key, value, reason)
+    SELECT %s, %s, %s, record_offset, key, value, reason
+    FROM unnest(%s::bigint[], %s::bytea[], %s::bytea[], %s::text[])
+         AS d(record_offset, key, value, reason)
+"""
+_RETENTION_STEP = "SELECT tmq_delete_telemetry_before(%s, %s)"
+
+
+# -- the transaction, as steps both writers drive -------------------------------------------
+
+
+class Statement(NamedTuple):
+    sql: str
+    params: Sequence[Any] | None = None
+
+
+class Copy(NamedTuple):
+    """A binary ``COPY … FROM STDIN`` of ``rows`` with the column ``types``."""
+
+    sql: str
+    types: Sequence[str]
+    rows: Iterable[Sequence[Any]]
+
+
+class Outcome(NamedTuple):
+    rowcount: int
+    rows: list[tuple] | None
+
+
+Step = Statement | Copy
+BatchSteps = Generator[Step, Outcome, WriteResult]
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    group: str
+    topic: str
+    partition: int
+    expected_offset: int | None
+    next_offset: int
+    samples: Sequence[Sample]
+    dead_letters: Sequence[DeadLetter]
+
+
+def _make_batch(
+    group: str,
+    topic: str,
+    partition: int,
+    expected_offset: int | None,
+    next_offset: int,
+    samples: Sequence[Sample],
+    dead_letters: Sequence[DeadLetter],
+) -> _Batch:
+    if expected_offset is not None and not 0 <= expected_offset < next_offset:
+        raise ValueError(f"next_offset {next_offset} must follow expected {expected_offset}")
+    if next_offset < 0:
+        raise ValueError(f"next_offset {next_offset} is negative")
+    return _Batch(
+        group, topic, partition, expected_offset, next_offset, samples, dead_letters
+    )
+
+
+def _batch_steps(batch: _Batch, telemetry: Callable[[Sequence[Sample]], list[Step]]) -> BatchSteps:
+    """The statements of one ``write_batch`` transaction; ``telemetry`` gives the steps that
+    insert the samples, the last of which is the ``INSERT`` (its row count is the result)."""
+    key = (batch.group, batch.topic, batch.partition)
+    yield Statement(_READ_COMMITTED)
+    if batch.expected_offset is None:
+        fence = yield Statement(_FENCE_CLAIM, (batch.next_offset, *key))
+    else:
+        fence = yield Statement(_FENCE_ADVANCE, (batch.next_offset, *key, batch.expected_offset))
+    if fence.rowcount != 1:
+        current = (yield Statement(_CURRENT_OFFSET, key)).rows
+        raise FencedError(*key, batch.expected_offset, current[0][0] if current else None)
+    inserted = 0
+    if batch.samples:
+        for step in telemetry(batch.samples):
+            outcome = yield step
+        inserted = outcome.rowcount
+        yield Statement(_UPSERT_GPUS, _gpu_columns(batch.samples))
+    if batch.dead_letters:
+        letters = batch.dead_letters
+        yield Statement(_INSERT_DEAD_LETTERS, (
+            *key,
+            [letter.offset for letter in letters],
+            [letter.key for letter in letters],
+            [letter.value for letter in letters],
+            [letter.reason for letter in letters],
+        ))
+    return WriteResult(
+        inserted, len(batch.samples) - inserted, len(batch.dead_letters), batch.next_offset
+    )
+
+
+def _text_array(values: Iterable[str]) -> str:
+    """A PostgreSQL array literal of ``values``, every element quoted (a batch repeats its
+    uuids and metric names, so each distinct value is escaped once)."""
+    quoted: dict[str, str] = {}
+    parts = []
+    for value in values:
+        literal = quoted.get(value)
+        if literal is None:
+            escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+            literal = quoted[value] = f'"{escaped}"'
+        parts.append(literal)
+    return "{" + ",".join(parts) + "}"
+
+
+def _number_array(values: Iterable[float | int | None]) -> str:
+    """A PostgreSQL array literal of numbers; ``None`` is NULL (``repr`` of a float round-
+    trips, and ``nan``/``inf`` are accepted by ``float8in``)."""
+    return "{" + ",".join("NULL" if value is None else repr(value) for value in values) + "}"
+
+
+def _gpu_columns(samples: Sequence[Sample]) -> list[str]:
+    """The ``gpus`` upsert's columns, as array literals: one row per GPU of the batch, by
+    uuid; the descriptive columns from its newest sample, the labels without the per-metric
+    ``__name__``. (Literals, built here, are faster than either driver's list adaptation.)"""
+    first: dict[str, int] = {}
+    newest: dict[str, Sample] = {}
+    for sample in samples:
+        uuid = sample.uuid
+        known = newest.get(uuid)
+        if known is None:
+            first[uuid] = sample.time_us
+            newest[uuid] = sample
+        else:
+            first[uuid] = min(first[uuid], sample.time_us)
+            if sample.time_us >= known.time_us:
+                newest[uuid] = sample
+    gpus = [newest[uuid] for uuid in sorted(newest)]
+    return [
+        _text_array([gpu.uuid for gpu in gpus]),
+        _text_array([gpu.hostname for gpu in gpus]),
+        _text_array([gpu.device for gpu in gpus]),
+        _number_array([gpu.gpu_index for gpu in gpus]),
+        _text_array([gpu.model for gpu in gpus]),
+        _text_array([gpu.driver for gpu in gpus]),
+        _text_array([_labels_json(gpu.labels) for gpu in gpus]),
+        _number_array([first[gpu.uuid] for gpu in gpus]),
+        _number_array([gpu.time_us for gpu in gpus]),
+    ]
+
+
+def _labels_json(labels: Mapping[str, str]) -> str:
+    return json.dumps(
+        {name: value for name, value in labels.items() if name != "__name__"},
+        separators=(",", ":"),
+        sort_keys=True,
+    )
+
+
+def _check_retention(cutoff: datetime, batch_rows: int) -> None:
+    if cutoff.tzinfo is None:
+        raise ValueError("cutoff must be timezone-aware")
+    if batch_rows < 1:
+        raise ValueError(f"batch_rows must be positive, not {batch_rows}")
+
+
+@inlineCallbacks
+def _retention(step: Callable[[], Deferred[list[tuple]]], batch_rows: int):
+    """Run retention ``step`` (one transaction each) until one removes less than a full
+    batch; return the rows removed in all."""
+    removed = 0
+    while True:
+        ((count,),) = yield step()
+        removed += count
+        if count < batch_rows:
+            return removed
+
+
+# -- writer A: txpostgres on the reactor ----------------------------------------------------
+
+_UNNEST_SOURCE = (
+    "unnest(%s::bigint[], %s::text[], %s::text[], %s::float8[], %s::text[], %s::text[], "
+    f"%s::text[]) AS s({_TELEMETRY_COLUMNS})"
+)
+_INSERT_FROM_UNNEST = _INSERT_TELEMETRY.format(source=_UNNEST_SOURCE)
+
+
+def _unnest_telemetry(samples: Sequence[Sample]) -> list[Step]:
+    return [Statement(_INSERT_FROM_UNNEST, (
+        _number_array([sample.time_us for sample in samples]),
+        _text_array([sample.uuid for sample in samples]),
+        _text_array([sample.metric for sample in samples]),
+        _number_array([sample.value for sample in samples]),
+        _text_array([sample.container for sample in samples]),
+        _text_array([sample.pod for sample in samples]),
+        _text_array([sample.namespace for sample in samples]),
+    ))]
+
+
+_CONNECTION_LOST = (psycopg2.OperationalError, psycopg2.InterfaceError)
+
+
+class TxPostgresWriter:
+    """The reactor-native writer: one txpostgres connection, connected again on the next call
+    after it was found dead.
+
+    :param reactor: the reactor the connection runs on.
+    :param dsn: a libpq connection string.
+    """
+
+    def __init__(self, reactor: Any, dsn: str):
+        self._reactor = reactor
+        self._dsn = dsn
+        self._connection: Connection | None = None
+        self._lock = DeferredLock()
+
+    def start(self) -> Deferred[None]:
+        return self._lock.run(self._connected).addCallback(lambda _: None)
+
+    def close(self) -> Deferred[None]:
+        return self._lock.run(self._drop)
+
+    def write_batch(
+        self,
+        group: str,
+        topic: str,
+        partition: int,
+        expected_offset: int | None,
+        next_offset: int,
+        samples: Sequence[Sample],
+        dead_letters: Sequence[DeadLetter] = (),
+    ) -> Deferred[WriteResult]:
+        batch = _make_batch(
+            group, topic, partition, expected_offset, next_offset, samples, dead_letters
+        )
+        steps = _batch_steps(batch, _unnest_telemetry)
+        return self._run(lambda connection: self._transaction(connection, steps))
+
+    def load_offsets(self, group: str, topic: str) -> Deferred[dict[int, int]]:
+        return self._run(
+            lambda connection: connection.runQuery(_LOAD_OFFSETS, (group, topic))
+        ).addCallback(dict)
+
+    def delete_older_than(self, cutoff: datetime, batch_rows: int = 10_000) -> Deferred[int]:
+        _check_retention(cutoff, batch_rows)
+        return _retention(
+            lambda: self._run(
+                lambda connection: connection.runQuery(_RETENTION_STEP, (cutoff, batch_rows))
+            ),
+            batch_rows,
+        )
+
+    def _run(self, operation: Callable[[Connection], Deferred]) -> Deferred:
+        """``operation`` on the connection (connected first if needed), one call at a time;
+        a failure showing the connection dead drops it."""
+
+        @inlineCallbacks
+        def run():
+            connection = yield self._connected()
+            try:
+                return (yield operation(connection))
+            except _CONNECTION_LOST:
+                self._drop()
+                raise
+
+        return self._lock.run(run)
+
+    @inlineCallbacks
+    def _transaction(self, connection: Connection, steps: BatchSteps):
+        """``steps`` in one transaction. (Not ``runInteraction``: that logs a failed rollback
+        as an unhandled error, and a rollback fails whenever the server has gone away.)"""
+        cursor = connection.cursor()
+        yield cursor.execute("BEGIN")
+        try:
+            result = yield _drive_cursor(cursor, steps)
+        except BaseException:
+            try:
+                yield cursor.execute("ROLLBACK")
+            except Exception:
+                self._drop()  # the original error says what went wrong
+            raise
+        yield cursor.execute("COMMIT")
+        return result
+
+    def _connected(self) -> Deferred[Connection]:
+        if self._connection is not None:
+            return succeed(self._connection)
+        connection = _QuietConnection(self._reactor, self._lost)
+
+        def keep(_):
+            self._connection = connection
+            return connection
+
+        return connection.connect(self._dsn).addCallback(keep)
+
+    def _lost(self, connection: Connection) -> None:
+        if connection is self._connection:
+            self._drop()
+
+    def _drop(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
+
+
+class _QuietConnection(Connection):
+    """txpostgres' connection, which watches its socket between queries (for NOTIFY): when
+    the server goes away then, psycopg2's error would reach the reactor and be logged as an
+    unhandled error. Here it is a lost connection, and ``on_lost`` is told."""
+
+    def __init__(self, reactor: Any, on_lost: Callable[[Connection], None]):
+        super().__init__(reactor=reactor)
+        self._on_lost = on_lost
+
+    def doRead(self):
+        try:
+            return super().doRead()
+        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            self._on_lost(self)
+            return CONNECTION_LOST
+
+
+@inlineCallbacks
+def _drive_cursor(cursor: Any, steps: BatchSteps):
+    """Run ``steps`` on a txpostgres cursor."""
+    try:
+        step = next(steps)
+        while True:
+            yield cursor.execute(step.sql, step.params)
+            rows = cursor.fetchall() if cursor.description else None
+            step = steps.send(Outcome(cursor.rowcount, rows))
+    except StopIteration as finished:
+        return finished.value
+
+
+# -- writer B: psycopg 3 binary COPY on a thread pool ---------------------------------------
+
+_STAGING = "telemetry_staging"
+_CREATE_STAGING = f"""
+    CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGING} (
+        time_us bigint, gpu text, metric text, value double precision,
+        container text, pod text, namespace text
+    ) ON COMMIT DELETE ROWS
+"""
+_COPY_STAGING = f"COPY {_STAGING} ({_TELEMETRY_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+_STAGING_TYPES = ("int8", "text", "text", "float8", "text", "text", "text")
+_INSERT_FROM_STAGING = _INSERT_TELEMETRY.format(source=_STAGING)
+
+
+def _staged_telemetry(samples: Sequence[Sample]) -> list[Step]:
+    rows = (
+        (s.time_us, s.uuid, s.metric, s.value, s.container, s.pod, s.namespace)
+        for s in samples
+    )
+    return [Copy(_COPY_STAGING, _STAGING_TYPES, rows), Statement(_INSERT_FROM_STAGING)]
+
+
+class CopyWriter:
+    """The binary COPY writer: one psycopg 3 connection used from ``threadpool``, connected
+    again on the next call after it was found dead.
+
+    :param reactor: the reactor the Deferreds fire on.
+    :param threadpool: a started pool for the blocking calls (its own, DESIGN §5).
+    :param dsn: a libpq connection string.
+    """
+
+    def __init__(self, reactor: Any, threadpool: Any, dsn: str):
+        self._reactor = reactor
+        self._threadpool = threadpool
+        self._dsn = dsn
+        self._connection: psycopg.Connection | None = None
+        self._lock = DeferredLock()
+
+    def start(self) -> Deferred[None]:
+        return self._call(self._connected).addCallback(lambda _: None)
+
+    def close(self) -> Deferred[None]:
+        return self._call(self._drop)
+
+    def write_batch(
+        self,
+        group: str,
+        topic: str,
+        partition: int,
+        expected_offset: int | None,
+        next_offset: int,
+        samples: Sequence[Sample],
+        dead_letters: Sequence[DeadLetter] = (),
+    ) -> Deferred[WriteResult]:
+        batch = _make_batch(
+            group, topic, partition, expected_offset, next_offset, samples, dead_letters
+        )
+        return self._call(self._transaction, _batch_steps(batch, _staged_telemetry))
+
+    def load_offsets(self, group: str, topic: str) -> Deferred[dict[int, int]]:
+        return self._call(self._query, _LOAD_OFFSETS, (group, topic)).addCallback(dict)
+
+    def delete_older_than(self, cutoff: datetime, batch_rows: int = 10_000) -> Deferred[int]:
+        _check_retention(cutoff, batch_rows)
+        return _retention(
+            lambda: self._call(self._query, _RETENTION_STEP, (cutoff, batch_rows)), batch_rows
+        )
+
+    def _call(self, function: Callable, *args: Any) -> Deferred:
+        """``function(*args)`` in the pool, one call at a time."""
+        return self._lock.run(
+            deferToThreadPool, self._reactor, self._threadpool, function, *args
+        )
+
+    # in the pool
+
+    def _connected(self) -> psycopg.Connection:
+        if self._connection is not None and not self._connection.closed:
+            return self._connection
+        connection = psycopg.connect(self._dsn, autocommit=True)
+        try:
+            connection.execute(_CREATE_STAGING)
+        except BaseException:
+            connection.close()
+            raise
+        self._connection = connection
+        return connection
+
+    def _drop(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
+
+    def _query(self, sql: str, params: Sequence[Any]) -> list[tuple]:
+        connection = self._connected()
+        try:
+            return connection.execute(sql, params).fetchall()
+        except (psycopg.OperationalError, psycopg.InterfaceError):
+            self._drop()
+            raise
+
+    def _transaction(self, steps: BatchSteps) -> WriteResult:
+        connection = self._connected()
+        try:
+            with connection.transaction(), connection.cursor() as cursor:
+                return _drive_blocking(cursor, steps)
+        except (psycopg.OperationalError, psycopg.InterfaceError):
+            self._drop()
+            raise
+
+
+def _drive_blocking(cursor: psycopg.Cursor, steps: BatchSteps) -> WriteResult:
+    """Run ``steps`` on a psycopg 3 cursor inside a transaction."""
+    try:
+        step = next(steps)
+        while True:
+            if isinstance(step, Copy):
+                with cursor.copy(step.sql) as copy:
+                    copy.set_types(step.types)
+                    for row in step.rows:
+                        copy.write_row(row)
+                outcome = Outcome(cursor.rowcount, None)
+            else:
+                cursor.execute(step.sql, step.params)
+                rows = cursor.fetchall() if cursor.description else None
+                outcome = Outcome(cursor.rowcount, rows)
+            step = steps.send(outcome)
+    except StopIteration as finished:
+        return finished.value

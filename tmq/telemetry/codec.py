@@ -1,0 +1,156 @@
+"""The telemetry record: a ``Sample`` as a Kafka record key and a msgpack value.
+
+Key: the GPU UUID in UTF-8 (:func:`record_key`), so each GPU's samples stay in order within
+one partition.
+
+Value (:func:`encode_sample`): one msgpack map, string keys, version 1::
+
+    {
+      "version":   1,               # int; a change that breaks readers bumps it
+      "time_us":   1752871354000000, # int: microseconds since the Unix epoch, UTC (int64)
+      "metric":    "DCGM_FI_DEV_GPU_UTIL",   # str: DCGM_FI_[A-Z0-9_]+
+      "gpu_index": 0,               # int: 0..65535
+      "device":    "nvidia0",       # str
+      "uuid":      "GPU-5fd4f087-86f3-7a43-b711-4771313afc50",   # str, never empty
+      "model":     "NVIDIA H100 80GB HBM3",   # str
+      "hostname":  "mtv5-dgx1-hgpu-031",      # str
+      "container": "",              # str, "" when none
+      "pod":       "",              # str, "" when none
+      "namespace": "",              # str, "" when none
+      "value":     42.0,            # float 64, or nil when DCGM reported a blank
+      "labels":    {"DCGM_FI_DRIVER_VERSION": "535.129.03", ...}   # map str -> str
+    }
+
+Strings are msgpack str (UTF-8), never bin. Readers ignore keys they do not know, so version 1
+may gain keys; removing or retyping one makes version 2. :func:`decode_sample` accepts an
+integer ``value`` as well (other writers may send one), reads a DCGM blank sentinel as nil,
+and rejects anything else that does not match the table with :class:`InvalidSample`.
+"""
+
+from __future__ import annotations
+
+from operator import itemgetter
+
+import msgpack
+
+from .model import MAX_GPU_INDEX, Sample, is_blank, is_metric_name
+
+__all__ = ["VERSION", "InvalidSample", "decode_sample", "encode_sample", "record_key"]
+
+#: The version of the value format this module writes and reads.
+VERSION = 1
+
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+# Every field but the value (float, int or nil) and its type.
+_TYPES = {
+    "time_us": int,
+    "metric": str,
+    "gpu_index": int,
+    "device": str,
+    "uuid": str,
+    "model": str,
+    "hostname": str,
+    "container": str,
+    "pod": str,
+    "namespace": str,
+    "labels": dict,
+}
+_get_fields = itemgetter(*_TYPES)
+_FIELD_TYPES = tuple(_TYPES.values())
+
+
+class InvalidSample(ValueError):
+    """A record value that is not a valid version-1 sample; the message says why."""
+
+
+def record_key(sample: Sample) -> bytes:
+    """The record key of ``sample``: its GPU UUID, UTF-8."""
+    return sample.uuid.encode()
+
+
+def encode_sample(sample: Sample) -> bytes:
+    """``sample`` as the msgpack map of the module docstring.
+
+    The sample is not checked again: the sources only make valid ones.
+    """
+    return msgpack.packb(
+        {
+            "version": VERSION,
+            "time_us": sample.time_us,
+            "metric": sample.metric,
+            "gpu_index": sample.gpu_index,
+            "device": sample.device,
+            "uuid": sample.uuid,
+            "model": sample.model,
+            "hostname": sample.hostname,
+            "container": sample.container,
+            "pod": sample.pod,
+            "namespace": sample.namespace,
+            "value": sample.value,
+            "labels": sample.labels,
+        }
+    )
+
+
+def decode_sample(data: bytes) -> Sample:
+    """The sample in a record value.
+
+    :raises InvalidSample: not msgpack, not one map, another version, or a field missing, of
+        the wrong type or out of range (empty uuid, metric not a DCGM field name, GPU index
+        outside 0..65535, value not finite, time outside int64, a label not str -> str).
+    """
+    try:
+        fields = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except (ValueError, TypeError, msgpack.UnpackException) as error:
+        # ExtraData, FormatError, StackError and UnicodeDecodeError are ValueErrors.
+        raise InvalidSample(f"not one msgpack value: {error}") from None
+    if type(fields) is not dict:
+        raise InvalidSample(f"not a msgpack map but {type(fields).__name__}")
+    version = fields.get("version")
+    if version != VERSION or type(version) is not int:
+        raise InvalidSample(f"version {version!r}, expected {VERSION}")
+    try:
+        values = _get_fields(fields)
+    except KeyError as error:
+        raise InvalidSample(f"{error.args[0]} is missing") from None
+    if tuple(map(type, values)) != _FIELD_TYPES:
+        for (name, kind), value in zip(_TYPES.items(), values, strict=True):
+            if type(value) is not kind:  # bool is not an int here
+                raise InvalidSample(f"{name} is {type(value).__name__}, expected {kind.__name__}")
+    time_us, metric, gpu_index, device, uuid, model, hostname, container, pod, namespace, labels = (
+        values
+    )
+    if not _INT64_MIN <= time_us <= _INT64_MAX:
+        raise InvalidSample(f"time_us {time_us} is outside int64")
+    if not is_metric_name(metric):
+        raise InvalidSample(f"metric {metric!r} is not a DCGM field name")
+    if not 0 <= gpu_index <= MAX_GPU_INDEX:
+        raise InvalidSample(f"gpu_index {gpu_index} is outside 0..{MAX_GPU_INDEX}")
+    if not uuid:
+        raise InvalidSample("uuid is empty")
+    if not {*map(type, labels), *map(type, labels.values())} <= {str}:
+        for name, label in labels.items():
+            if type(name) is not str:
+                raise InvalidSample(f"label {name!r} has a {type(name).__name__} name")
+            if type(label) is not str:
+                raise InvalidSample(f"label {name!r} is {type(label).__name__}, expected str")
+    return Sample(
+        time_us, metric, gpu_index, device, uuid, model, hostname, container, pod, namespace,
+        _value(fields), labels,
+    )  # fmt: skip
+
+
+def _value(fields: dict) -> float | None:
+    if "value" not in fields:
+        raise InvalidSample("value is missing")
+    value = fields["value"]
+    if value is None:
+        return None
+    if type(value) is int:
+        value = float(value)
+    elif type(value) is not float:
+        raise InvalidSample(f"value is {type(value).__name__}, expected float or nil")
+    if value - value != 0:
+        raise InvalidSample(f"value {value} is not finite")
+    return None if is_blank(value) else value
