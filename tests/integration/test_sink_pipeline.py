@@ -4,8 +4,11 @@ PostgreSQL. Values are checked against the input, read independently of tmq's pa
 from __future__ import annotations
 
 import csv
+import http.server
 import io
 import signal
+import subprocess
+import threading
 
 import pytest
 from pipeline_helpers import (
@@ -21,10 +24,12 @@ from pipeline_helpers import (
     run_tmq,
     scalar,
     start_producer,
+    tmq_command,
     wait_for,
 )
 
-from tmq.telemetry.csv_source import real_capture_path
+from tmq.telemetry.csv_source import parse_csv, real_capture_path
+from tmq.telemetry.exposition import render_exposition
 
 REAL_ROWS = 2470
 
@@ -216,3 +221,57 @@ class RetentionTests:
         assert scalar(dsn, "SELECT min(time) > now() - interval '1 day' FROM telemetry")
         assert process.stop() == 0
         assert f"retention removed {REAL_ROWS} rows" in process.log()
+
+
+class ScrapeTests:
+    def test_scraping_a_dcgm_exporter_gives_the_captures_samples(self, pipeline):
+        """A local HTTP server serves the real capture as dcgm-exporter's /metrics page;
+        ``tmq producer --scrape`` turns each scrape into the same samples as the CSV path."""
+        broker, dsn, sink, tmp_path = pipeline
+        with real_capture_path().open(newline="") as capture:
+            page = render_exposition(parse_csv(capture)).encode()
+        hits = []
+
+        class Exporter(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                hits.append(self.path)
+                self.send_response(200 if self.path == "/metrics" else 404)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(page)))
+                self.end_headers()
+                self.wfile.write(page)
+
+            def log_message(self, *args):
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Exporter)
+        serving = threading.Thread(target=server.serve_forever, daemon=True)
+        serving.start()
+        try:
+            url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
+            producer = subprocess.Popen(
+                tmq_command(
+                    "producer", "--scrape", url, "--interval", "0.5", "--topic", "gpu",
+                    "--bootstrap", broker.bootstrap,
+                ),
+                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            )  # fmt: skip
+            process = sink()
+            wait_for(lambda: committed(dsn) >= 2 * REAL_ROWS, 60, "two scrapes", process)
+            producer.send_signal(signal.SIGTERM)
+            _, err = producer.communicate(timeout=60)
+        finally:
+            server.shutdown()
+            server.server_close()
+        assert producer.returncode == 0, err.decode()
+        assert b" 0 rejected, 0 failed" in err
+        scrapes = len(hits)
+        assert scrapes >= 2 and set(hits) == {"/metrics"}
+        wait_for(lambda: committed(dsn) == scrapes * REAL_ROWS, 60, "every scrape", process)
+        assert process.stop() == 0
+        assert scalar(dsn, "SELECT count(*) FROM telemetry") == scrapes * REAL_ROWS
+        stored = db_metric_figures(dsn)
+        for metric, (count, low, high, total) in csv_metric_figures(real_capture_path()).items():
+            assert stored[metric][:3] == (scrapes * count, low, high), metric
+            assert stored[metric][3] == pytest.approx(scrapes * total, rel=1e-12), metric
+        assert scalar(dsn, "SELECT count(*) FROM gpus") == 247
