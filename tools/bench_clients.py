@@ -40,7 +40,7 @@ import msgpack
 from . import bench_log
 from .errors import CommandError
 
-__all__ = ["add_parsers", "run_client_bench"]
+__all__ = ["BenchBroker", "add_parsers", "in_fresh_process", "run_client_bench", "run_on_reactor"]
 
 #: Floors set by issue #4 (messages per second, one broker, acks=1, flush.policy=always).
 FLOORS = {
@@ -178,7 +178,7 @@ def _latency_sampler(latencies: list[float], errors: list[str]):
     return timed
 
 
-def _run_on_reactor(coroutine_function, *args):
+def run_on_reactor(coroutine_function, *args):
     """Run ``coroutine_function(reactor, *args)`` on a fresh process's reactor; return its
     result or raise its error."""
     from twisted.internet import defer, reactor
@@ -437,12 +437,12 @@ def _client_run(kind: str, client: str, *args) -> dict:
     """Entry point of a client process."""
     if client == "bundled":
         body = _bundled_produce if kind == "produce" else _bundled_consume
-        return _run_on_reactor(body, *args)
+        return run_on_reactor(body, *args)
     body = _confluent_produce if kind == "produce" else _confluent_consume
     return body(*args)
 
 
-def _in_fresh_process(function, *args):
+def in_fresh_process(function, *args):
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(1, mp_context=context, max_tasks_per_child=1) as pool:
         return pool.submit(function, *args).result()
@@ -451,7 +451,7 @@ def _in_fresh_process(function, *args):
 # -- the broker and the baselines ------------------------------------------------------------
 
 
-class _Broker:
+class BenchBroker:
     """A ``tmq broker`` process on a free loopback port, its data under ``workdir``."""
 
     def __init__(self, workdir: Path):
@@ -591,10 +591,10 @@ def run_client_bench(
     try:
         say("measuring baselines: write+fsync, loopback TCP ...")
         baselines = _baselines(workdir, value_bytes)
-        broker = _Broker(workdir)
+        broker = BenchBroker(workdir)
         if kind == "consume":
             say(f"loading {messages} messages with the bundled producer ...")
-            loaded = _in_fresh_process(
+            loaded = in_fresh_process(
                 _client_run, "produce", "bundled", broker.bootstrap, "bench-consume",
                 messages, value_bytes, partitions,
             )  # fmt: skip
@@ -607,7 +607,7 @@ def run_client_bench(
                 topic = f"bench-{client}-{round_number}" if kind == "produce" else "bench-consume"
                 say(f"{kind} {client}: round {round_number}/{rounds} ...")
                 cpu_before = broker.cpu_seconds()
-                run = _in_fresh_process(
+                run = in_fresh_process(
                     _client_run, kind, client, broker.bootstrap, topic,
                     messages, value_bytes, partitions,
                 )  # fmt: skip

@@ -38,9 +38,10 @@ REAL_ROWS = 2470
 def pipeline(broker_factory, pg_dsn, tmp_path):
     """A broker with topic ``gpu`` (4 partitions), the database, and a way to start sinks."""
     broker = broker_factory("flush.policy=always")
+    # The captures are dated in the past: no broker retention may remove them mid-test.
     created = run_tmq(
-        "topics", "create", "gpu", "--partitions", "4", "--bootstrap", broker.bootstrap,
-        cwd=tmp_path,
+        "topics", "create", "gpu", "--partitions", "4", "--set", "retention.ms=-1",
+        "--bootstrap", broker.bootstrap, cwd=tmp_path,
     )  # fmt: skip
     assert created.returncode == 0, created.stderr
     sinks: list[SinkProcess] = []
@@ -177,8 +178,8 @@ class SharingTests:
     def test_two_sinks_split_six_partitions_and_one_takes_over(self, pipeline):
         broker, dsn, sink, tmp_path = pipeline
         created = run_tmq(
-            "topics", "create", "gpu6", "--partitions", "6", "--bootstrap", broker.bootstrap,
-            cwd=tmp_path,
+            "topics", "create", "gpu6", "--partitions", "6", "--set", "retention.ms=-1",
+            "--bootstrap", broker.bootstrap, cwd=tmp_path,
         )  # fmt: skip
         assert created.returncode == 0, created.stderr
         first = sink(name="first", topic="gpu6")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 
 import msgpack
@@ -105,7 +104,7 @@ class FormatTests:
 
     def test_none_is_nil(self):
         """A blank value is nil."""
-        data = encode_sample(dataclasses.replace(EXAMPLE, value=None))
+        data = encode_sample(EXAMPLE._replace(value=None))
         assert msgpack.unpackb(data)["value"] is None
 
     def test_written_by_another_producer(self):
@@ -187,3 +186,53 @@ class InvalidTests:
         data[position % len(data)] = byte
         with contextlib.suppress(InvalidSample):
             decode_sample(bytes(data))
+
+
+class KnownLabelsTests:
+    """The fast path for label maps already seen gives exactly what the plain path gives."""
+
+    def test_repeated_values_decode_the_same_and_share_the_labels(self):
+        data = encode_sample(EXAMPLE)
+        first, second = decode_sample(data), decode_sample(bytes(data))
+        assert first == second == EXAMPLE
+        assert second.labels is first.labels
+
+    def test_a_label_named_labels_or_holding_the_key_bytes(self):
+        for labels in (
+            {"labels": "x", "gpu": "0"},
+            {"gpu": "\xa6labels"},
+            {"labels": "labels", "labelsx": ""},
+        ):
+            data = encode_sample(EXAMPLE._replace(labels=labels))
+            for _ in range(2):
+                assert decode_sample(data) == EXAMPLE._replace(labels=labels)
+
+    def test_a_known_label_map_behind_other_fields_is_still_checked(self):
+        decode_sample(encode_sample(EXAMPLE))  # remembers EXAMPLE's label map
+        with pytest.raises(InvalidSample, match="uuid is empty"):
+            decode_sample(packed(uuid=""))
+        with pytest.raises(InvalidSample, match="gpu_index"):
+            decode_sample(packed(gpu_index="0"))
+
+    def test_other_key_orders_take_the_plain_path(self):
+        reordered = {"labels": EXAMPLE_MAP["labels"], **EXAMPLE_MAP}
+        assert decode_sample(msgpack.packb(reordered)) == EXAMPLE
+
+    @given(
+        labels=st.dictionaries(
+            st.sampled_from(["labels", "gpu", "a", "\xa6"]), st.text(max_size=8)
+        ),
+        tail=st.sampled_from([b"", b"\xc0", b"\xa6labels"]),
+    )
+    def test_the_fast_path_agrees_with_msgpack(self, labels, tail):
+        data = encode_sample(EXAMPLE._replace(labels=labels)) + tail
+        try:
+            expected = msgpack.unpackb(data, raw=False, strict_map_key=True)
+        except ValueError:
+            expected = None
+        for _ in range(2):
+            if expected is None:
+                with pytest.raises(InvalidSample):
+                    decode_sample(data)
+            else:
+                assert decode_sample(data).labels == expected["labels"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 
 import pytest
@@ -164,7 +163,7 @@ class ParseTests:
         parser = ExpositionParser()
         first = list(parser.parse(PAGE, SCRAPE_TIME))
         second = list(parser.parse(PAGE, SCRAPE_TIME + 15_000_000))
-        assert [dataclasses.replace(s, time_us=SCRAPE_TIME) for s in second] == first
+        assert [s._replace(time_us=SCRAPE_TIME) for s in second] == first
         assert all(a.labels is b.labels for a, b in zip(first, second, strict=True))
 
     def test_tiny_series_cache(self):
@@ -182,7 +181,7 @@ class RenderTests:
         """The real capture's samples, rendered without times, parse back to the same samples
         at the scrape's time; rendered with times, to exactly the same samples."""
         text = render_exposition(real_samples)
-        at_scrape_time = [dataclasses.replace(s, time_us=SCRAPE_TIME) for s in real_samples]
+        at_scrape_time = [s._replace(time_us=SCRAPE_TIME) for s in real_samples]
         assert _by_family(parse(text)) == _by_family(at_scrape_time)
         timed = render_exposition(real_samples, timestamps=True)
         assert _by_family(parse(timed)) == _by_family(real_samples)
@@ -221,8 +220,7 @@ class RenderTests:
     def test_workload_and_blank_and_unknown_field(self):
         """Workload fields are written when set or carried as labels; None is written as the
         blank sentinel and read back as None; a field outside the catalog is untyped."""
-        sample = dataclasses.replace(
-            sample0("DCGM_FI_DEV_SOMETHING_NEW", None),
+        sample = sample0("DCGM_FI_DEV_SOMETHING_NEW", None)._replace(
             pod="job-7",
             labels={"__name__": "DCGM_FI_DEV_SOMETHING_NEW", "namespace": ""},
         )
@@ -234,8 +232,7 @@ class RenderTests:
 
     def test_escaped_values_round_trip(self):
         """Quotes, backslashes and line breaks in label values and fields survive."""
-        sample = dataclasses.replace(
-            sample0("DCGM_FI_DEV_GPU_UTIL", 1.5),
+        sample = sample0("DCGM_FI_DEV_GPU_UTIL", 1.5)._replace(
             model='say "hi"\\\n',
             labels={**LABELS0, "modelName": 'say "hi"\\\n', "__name__": "DCGM_FI_DEV_GPU_UTIL"},
         )

@@ -133,7 +133,10 @@ class SinkService(Service):
             prefetch_records=2 * batch_records,
         )
         self._expected: dict[int, int | None] = {}  # owned partition -> committed offset
-        self._pending: dict[int, list[ConsumerRecord]] = {}  # fetched, not yet written
+        # owned partition -> generation, new at every seek; fetched, unwritten records carry it
+        self._generation: dict[int, int] = {}
+        self._next_generation = 0
+        self._pending: dict[int, tuple[int, list[ConsumerRecord]]] = {}
         self._busy = DeferredLock()  # writes and ownership changes, one at a time
         self._running = False
         self._loop: Deferred | None = None
@@ -195,6 +198,7 @@ class SinkService(Service):
             await self._loop
         async with self._busy:
             self._expected.clear()
+            self._generation.clear()
         try:
             await self._membership.leave()
         except Exception as error:  # the locks die with the connection anyway
@@ -243,10 +247,7 @@ class SinkService(Service):
         offset = committed.get(partition)
         self._expected[partition] = offset
         self._reassign()
-        if offset is None:
-            self._consumer.seek_to_beginning((self.topic, partition))
-        else:
-            self._consumer.seek((self.topic, partition), offset)
+        self._seek(partition, offset)
         _log.info(
             "sink {instance}: took {topic}[{partition}] at offset {offset}",
             instance=self._membership.instance_id,
@@ -257,6 +258,7 @@ class SinkService(Service):
 
     async def _release(self, partition: int) -> None:
         self._expected.pop(partition, None)
+        self._generation.pop(partition, None)
         self._pending.pop(partition, None)
         self._reassign()
         await self._membership.unlock(partition)
@@ -271,8 +273,21 @@ class SinkService(Service):
         if self._expected:
             _log.warn("sink: {error}; giving up every partition", error=error)
         self._expected.clear()
+        self._generation.clear()
         self._pending.clear()
         self._reassign()
+
+    def _seek(self, partition: int, offset: int | None) -> None:
+        """Read ``partition`` from ``offset`` (its beginning if ``None``), expecting it to be
+        the committed offset; what was fetched before belongs to an older generation."""
+        self._expected[partition] = offset
+        self._next_generation += 1
+        self._generation[partition] = self._next_generation
+        self._pending.pop(partition, None)
+        if offset is None:
+            self._consumer.seek_to_beginning((self.topic, partition))
+        else:
+            self._consumer.seek((self.topic, partition), offset)
 
     def _reassign(self) -> None:
         self._consumer.assign([(self.topic, p) for p in sorted(self._expected)])
@@ -280,9 +295,12 @@ class SinkService(Service):
     # -- writing ---------------------------------------------------------------------------
 
     async def _consume(self) -> None:
+        """Gather records into batches and decode them while the previous batch is being
+        written (one write at a time, in order)."""
         first_at = 0.0
+        writing: Deferred | None = None
         while self._running:
-            count = sum(map(len, self._pending.values()))
+            count = sum(len(records) for _, records in self._pending.values())
             wait = self._linger_s - (self._reactor.seconds() - first_at) if count else 0.5
             try:
                 records = await self._consumer.poll(max(wait, 0) * 1000)
@@ -292,28 +310,61 @@ class SinkService(Service):
                 continue
             if records and not count:
                 first_at = self._reactor.seconds()
-            pending = self._pending
-            for record in records:
-                if record.partition in self._expected:
-                    pending.setdefault(record.partition, []).append(record)
+            self._gather(records)
             count += len(records)
             lingered = self._reactor.seconds() - first_at >= self._linger_s
             if count >= self._batch_records or (count and lingered):
-                async with self._busy:
-                    batches, self._pending = self._pending, {}
-                    for partition, batch in batches.items():
-                        await self._write(partition, batch)
+                batches, self._pending = self._pending, {}
+                decoded = [
+                    (partition, generation, records, *decode_records(records))
+                    for partition, (generation, records) in batches.items()
+                ]
+                if writing is not None:
+                    await writing
+                writing = ensureDeferred(self._write_all(decoded))
+        if writing is not None:
+            await writing
 
-    async def _write(self, partition: int, records: list[ConsumerRecord]) -> None:
-        if partition not in self._expected:
-            return  # released while these were waiting
+    def _gather(self, records: list[ConsumerRecord]) -> None:
+        """Add polled records to their partition's pending batch, which belongs to the
+        partition's current generation (records of a partition no longer owned are
+        dropped)."""
+        pending = self._pending
+        for record in records:
+            partition = record.partition
+            generation = self._generation.get(partition)
+            if generation is None:
+                continue
+            entry = pending.get(partition)
+            if entry is None or entry[0] != generation:
+                entry = pending[partition] = (generation, [])
+            entry[1].append(record)
+
+    async def _write_all(self, decoded: list[tuple]) -> None:
+        async with self._busy:
+            for partition, generation, records, samples, dead in decoded:
+                # A batch fetched before a seek (a fence, the partition released, or taken
+                # again) belongs to an old generation: its records are fetched again.
+                if self._generation.get(partition) == generation:
+                    await self._write(partition, records, samples, dead)
+
+    async def _write(
+        self,
+        partition: int,
+        records: list[ConsumerRecord],
+        samples: list,
+        dead: list[DeadLetter],
+    ) -> None:
         expected = self._expected[partition]
-        if expected is not None and records[0].offset < expected:
-            # fetched before a seek (a fence, or the partition released and taken again)
-            records = [r for r in records if r.offset >= expected]
-            if not records:
-                return
-        samples, dead = decode_records(records)
+        if expected is not None and records[0].offset > expected:
+            _log.warn(
+                "sink: {topic}[{partition}] offsets {first} to {last} are no longer in the "
+                "log (broker retention); skipped",
+                topic=self.topic,
+                partition=partition,
+                first=expected,
+                last=records[0].offset - 1,
+            )
         next_offset = records[-1].offset + 1
         backoff = 0.1
         while self._running and partition in self._expected:
@@ -326,11 +377,7 @@ class SinkService(Service):
             except FencedError as error:
                 self.stats.fenced += 1
                 _log.warn("sink: {error}; resuming from there", error=error)
-                self._expected[partition] = error.actual
-                if error.actual is None:
-                    self._consumer.seek_to_beginning((self.topic, partition))
-                else:
-                    self._consumer.seek((self.topic, partition), error.actual)
+                self._seek(partition, error.actual)
                 return
             except Exception as error:
                 self.stats.write_errors += 1

@@ -47,6 +47,7 @@ from typing import Any, NamedTuple, Protocol
 
 import psycopg
 import psycopg2
+import psycopg2.errors
 from twisted.internet.defer import Deferred, DeferredLock, inlineCallbacks, succeed
 from twisted.internet.main import CONNECTION_LOST
 from twisted.internet.threads import deferToThreadPool
@@ -168,13 +169,14 @@ _LOAD_OFFSETS = """
     WHERE consumer_group = %s AND topic = %s
 """
 _TELEMETRY_COLUMNS = "time_us, gpu, metric, value, container, pod, namespace"
-_INSERT_TELEMETRY = f"""
+# Plain first (in a savepoint): cheaper than ON CONFLICT, which only replays and refills need.
+_INSERT_TELEMETRY_PLAIN = f"""
     INSERT INTO telemetry (time, gpu, metric, value, container, pod, namespace)
     SELECT {_EPOCH_US.format("time_us")}, gpu, metric, value,
            NULLIF(container, ''), NULLIF(pod, ''), NULLIF(namespace, '')
     FROM {{source}}
-    ON CONFLICT DO NOTHING
 """
+_INSERT_TELEMETRY = _INSERT_TELEMETRY_PLAIN + "    ON CONFLICT DO NOTHING\n"
 _UPSERT_GPUS = f"""
     INSERT INTO gpus AS g
         (uuid, hostname, device, gpu_index, model, driver, labels, first_seen, last_seen)
@@ -227,12 +229,20 @@ class Copy(NamedTuple):
     rows: Iterable[Sequence[Any]]
 
 
+class Attempt(NamedTuple):
+    """A statement run in a savepoint: a unique violation rolls back to the savepoint and
+    answers a row count of -1 instead of failing the transaction."""
+
+    sql: str
+    params: Sequence[Any] | None = None
+
+
 class Outcome(NamedTuple):
     rowcount: int
     rows: list[tuple] | None
 
 
-Step = Statement | Copy
+Step = Statement | Copy | Attempt
 BatchSteps = Generator[Step, Outcome, WriteResult]
 
 
@@ -265,9 +275,10 @@ def _make_batch(
     )
 
 
-def _batch_steps(batch: _Batch, telemetry: Callable[[Sequence[Sample]], list[Step]]) -> BatchSteps:
-    """The statements of one ``write_batch`` transaction; ``telemetry`` gives the steps that
-    insert the samples, the last of which is the ``INSERT`` (its row count is the result)."""
+def _batch_steps(batch: _Batch, telemetry: Callable[[Sequence[Sample]], tuple]) -> BatchSteps:
+    """The statements of one ``write_batch`` transaction. ``telemetry(samples)`` gives
+    ``(steps, source, params)``: the steps that make the samples a row source, and that
+    source and its parameters for the ``INSERT … SELECT`` of ``telemetry``."""
     key = (batch.group, batch.topic, batch.partition)
     yield Statement(_READ_COMMITTED)
     if batch.expected_offset is None:
@@ -279,8 +290,12 @@ def _batch_steps(batch: _Batch, telemetry: Callable[[Sequence[Sample]], list[Ste
         raise FencedError(*key, batch.expected_offset, current[0][0] if current else None)
     inserted = 0
     if batch.samples:
-        for step in telemetry(batch.samples):
-            outcome = yield step
+        prelude, source, params = telemetry(batch.samples)
+        for step in prelude:  # noqa: UP028 - the drivers send outcomes, lists take none
+            yield step
+        outcome = yield Attempt(_INSERT_TELEMETRY_PLAIN.format(source=source), params)
+        if outcome.rowcount < 0:  # some sample is stored already, or repeated in the batch
+            outcome = yield Statement(_INSERT_TELEMETRY.format(source=source), params)
         inserted = outcome.rowcount
         yield Statement(_UPSERT_GPUS, _gpu_columns(batch.samples))
     if batch.dead_letters:
@@ -380,11 +395,8 @@ _UNNEST_SOURCE = (
     "unnest(%s::bigint[], %s::text[], %s::text[], %s::float8[], %s::text[], %s::text[], "
     f"%s::text[]) AS s({_TELEMETRY_COLUMNS})"
 )
-_INSERT_FROM_UNNEST = _INSERT_TELEMETRY.format(source=_UNNEST_SOURCE)
-
-
-def _unnest_telemetry(samples: Sequence[Sample]) -> list[Step]:
-    return [Statement(_INSERT_FROM_UNNEST, (
+def _unnest_telemetry(samples: Sequence[Sample]) -> tuple:
+    return [], _UNNEST_SOURCE, (
         _number_array([sample.time_us for sample in samples]),
         _text_array([sample.uuid for sample in samples]),
         _text_array([sample.metric for sample in samples]),
@@ -392,7 +404,7 @@ def _unnest_telemetry(samples: Sequence[Sample]) -> list[Step]:
         _text_array([sample.container for sample in samples]),
         _text_array([sample.pod for sample in samples]),
         _text_array([sample.namespace for sample in samples]),
-    ))]
+    )
 
 
 _CONNECTION_LOST = (psycopg2.OperationalError, psycopg2.InterfaceError)
@@ -524,6 +536,18 @@ def _drive_cursor(cursor: Any, steps: BatchSteps):
     try:
         step = next(steps)
         while True:
+            if isinstance(step, Attempt):
+                yield cursor.execute("SAVEPOINT tmq_attempt")
+                try:
+                    yield cursor.execute(step.sql, step.params)
+                except psycopg2.errors.UniqueViolation:
+                    yield cursor.execute("ROLLBACK TO SAVEPOINT tmq_attempt")
+                    step = steps.send(Outcome(-1, None))
+                    continue
+                outcome = Outcome(cursor.rowcount, None)
+                yield cursor.execute("RELEASE SAVEPOINT tmq_attempt")
+                step = steps.send(outcome)
+                continue
             yield cursor.execute(step.sql, step.params)
             rows = cursor.fetchall() if cursor.description else None
             step = steps.send(Outcome(cursor.rowcount, rows))
@@ -542,15 +566,12 @@ _CREATE_STAGING = f"""
 """
 _COPY_STAGING = f"COPY {_STAGING} ({_TELEMETRY_COLUMNS}) FROM STDIN (FORMAT BINARY)"
 _STAGING_TYPES = ("int8", "text", "text", "float8", "text", "text", "text")
-_INSERT_FROM_STAGING = _INSERT_TELEMETRY.format(source=_STAGING)
-
-
-def _staged_telemetry(samples: Sequence[Sample]) -> list[Step]:
+def _staged_telemetry(samples: Sequence[Sample]) -> tuple:
     rows = (
         (s.time_us, s.uuid, s.metric, s.value, s.container, s.pod, s.namespace)
         for s in samples
     )
-    return [Copy(_COPY_STAGING, _STAGING_TYPES, rows), Statement(_INSERT_FROM_STAGING)]
+    return [Copy(_COPY_STAGING, _STAGING_TYPES, rows)], _STAGING, None
 
 
 class CopyWriter:
@@ -653,6 +674,13 @@ def _drive_blocking(cursor: psycopg.Cursor, steps: BatchSteps) -> WriteResult:
                     for row in step.rows:
                         copy.write_row(row)
                 outcome = Outcome(cursor.rowcount, None)
+            elif isinstance(step, Attempt):
+                try:
+                    with cursor.connection.transaction():  # a savepoint
+                        cursor.execute(step.sql, step.params)
+                    outcome = Outcome(cursor.rowcount, None)
+                except psycopg.errors.UniqueViolation:
+                    outcome = Outcome(-1, None)
             else:
                 cursor.execute(step.sql, step.params)
                 rows = cursor.fetchall() if cursor.description else None

@@ -100,13 +100,15 @@ def decode_sample(data: bytes) -> Sample:
         the wrong type or out of range (empty uuid, metric not a DCGM field name, GPU index
         outside 0..65535, value not finite, time outside int64, a label not str -> str).
     """
-    try:
-        fields = msgpack.unpackb(data, raw=False, strict_map_key=True)
-    except (ValueError, TypeError, msgpack.UnpackException) as error:
-        # ExtraData, FormatError, StackError and UnicodeDecodeError are ValueErrors.
-        raise InvalidSample(f"not one msgpack value: {error}") from None
-    if type(fields) is not dict:
-        raise InvalidSample(f"not a msgpack map but {type(fields).__name__}")
+    fields, labels_raw = _split(data)
+    if fields is None:
+        try:
+            fields = msgpack.unpackb(data, raw=False, strict_map_key=True)
+        except (ValueError, TypeError, msgpack.UnpackException) as error:
+            # ExtraData, FormatError, StackError and UnicodeDecodeError are ValueErrors.
+            raise InvalidSample(f"not one msgpack value: {error}") from None
+        if type(fields) is not dict:
+            raise InvalidSample(f"not a msgpack map but {type(fields).__name__}")
     version = fields.get("version")
     if version != VERSION or type(version) is not int:
         raise InvalidSample(f"version {version!r}, expected {VERSION}")
@@ -123,22 +125,86 @@ def decode_sample(data: bytes) -> Sample:
     )
     if not _INT64_MIN <= time_us <= _INT64_MAX:
         raise InvalidSample(f"time_us {time_us} is outside int64")
-    if not is_metric_name(metric):
-        raise InvalidSample(f"metric {metric!r} is not a DCGM field name")
+    if metric not in _known_metrics:
+        if not is_metric_name(metric):
+            raise InvalidSample(f"metric {metric!r} is not a DCGM field name")
+        if len(_known_metrics) >= _KNOWN_MAX:
+            _known_metrics.clear()
+        _known_metrics.add(metric)
     if not 0 <= gpu_index <= MAX_GPU_INDEX:
         raise InvalidSample(f"gpu_index {gpu_index} is outside 0..{MAX_GPU_INDEX}")
     if not uuid:
         raise InvalidSample("uuid is empty")
+    if labels_raw is None or _known_labels.get(labels_raw) is not labels:
+        _check_labels(labels)
+        if labels_raw is not None:
+            _remember_labels(labels_raw, labels)
+    return Sample(
+        time_us, metric, gpu_index, device, uuid, model, hostname, container, pod, namespace,
+        _value(fields), labels,
+    )  # fmt: skip
+
+
+# The fast path. ``encode_sample`` writes a map of 13 entries whose last key is "labels", and a
+# fleet repeats the same label maps record after record: for such a value, the 12 other
+# entries are unpacked on their own (the same bytes behind a 12-entry map header) and the
+# labels map is looked up by its bytes among those already decoded and checked (a map is
+# remembered only once its bytes were seen to decode to it). msgpack is
+# prefix-free, so when the 12 entries use up exactly the bytes before the last b"\xa6labels"
+# and do not hold "labels", that split is the value's only reading; anything else (another
+# key order, another writer) takes the plain path, with the same checks and errors.
+_MAP_OF_13 = b"\x8d"
+_MAP_OF_12 = b"\x8c"
+_LABELS_KEY = b"\xa6labels"
+_KNOWN_MAX = 65536
+_known_labels: dict[bytes, dict] = {}  # labels map bytes -> the map, checked
+_known_metrics: set[str] = set()
+
+
+def _split(data: bytes) -> tuple[dict | None, bytes | None]:
+    """``(the fields, the labels map bytes)`` by the fast path, ``(None, labels bytes or
+    None)`` when the plain path must decode the value."""
+    if type(data) is not bytes or data[:1] != _MAP_OF_13:
+        return None, None
+    at = data.rfind(_LABELS_KEY)
+    if at < 1:
+        return None, None
+    labels_raw = data[at + len(_LABELS_KEY) :]
+    labels = _known_labels.get(labels_raw)
+    if labels is None:
+        return None, labels_raw
+    try:
+        fields = msgpack.unpackb(_MAP_OF_12 + data[1:at], raw=False, strict_map_key=True)
+    except (ValueError, TypeError, msgpack.UnpackException):
+        return None, None
+    if type(fields) is not dict or "labels" in fields:
+        return None, None
+    fields["labels"] = labels
+    return fields, labels_raw
+
+
+def _remember_labels(labels_raw: bytes, labels: dict) -> None:
+    """Cache ``labels`` under ``labels_raw`` if those bytes are exactly that map (the split
+    was a guess until now)."""
+    try:
+        exact = msgpack.unpackb(labels_raw, raw=False, strict_map_key=True) == labels
+    except (ValueError, TypeError, msgpack.UnpackException):
+        exact = False
+    if exact:
+        if len(_known_labels) >= _KNOWN_MAX:
+            _known_labels.clear()
+        _known_labels[labels_raw] = labels
+
+
+def _check_labels(labels: object) -> None:
+    if type(labels) is not dict:
+        raise InvalidSample(f"labels is {type(labels).__name__}, expected dict")
     if not {*map(type, labels), *map(type, labels.values())} <= {str}:
         for name, label in labels.items():
             if type(name) is not str:
                 raise InvalidSample(f"label {name!r} has a {type(name).__name__} name")
             if type(label) is not str:
                 raise InvalidSample(f"label {name!r} is {type(label).__name__}, expected str")
-    return Sample(
-        time_us, metric, gpu_index, device, uuid, model, hostname, container, pod, namespace,
-        _value(fields), labels,
-    )  # fmt: skip
 
 
 def _value(fields: dict) -> float | None:

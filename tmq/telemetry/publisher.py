@@ -112,7 +112,7 @@ class Publisher:
                     self._on_reject(item)
                 continue
             if self._stamp_now:
-                item = dataclasses.replace(item, time_us=self._stamp(item, now_us))
+                item = item._replace(time_us=self._stamp(item, now_us))
             produce(
                 self.topic,
                 encode_sample(item),
