@@ -32,7 +32,14 @@ from .bench_clients import BenchBroker, in_fresh_process, run_on_reactor
 from .errors import CommandError
 from .sink import WRITERS
 
-__all__ = ["add_parser", "run_sink_bench"]
+__all__ = [
+    "add_parser",
+    "copy_ceiling",
+    "cpu_of_tree",
+    "rows_block",
+    "run_sink_bench",
+    "samples",
+]
 
 #: The share of the raw COPY rate the sink with its default writer must reach (issue #5).
 FLOOR_RATIO = 0.5
@@ -81,7 +88,7 @@ def add_parser(kinds) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    block = _HOSTS * _ROWS_PER_HOST_SCRAPE
+    block = rows_block()
     if args.rows < block or args.rows % block:
         args.bench_parser.error(f"--rows must be a positive multiple of {block}")
     if args.partitions < 1 or args.batch_records < 1:
@@ -100,7 +107,13 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if results["verified"] else 1
 
 
-def _samples(rows: int):
+def rows_block() -> int:
+    """``--rows`` must be a multiple of this: whole scrapes of the generated fleet."""
+    return _HOSTS * _ROWS_PER_HOST_SCRAPE
+
+
+def samples(rows: int):
+    """``rows`` generated samples: a fleet of 50 hosts of 8 GPUs, 10 metrics, 1 s scrapes."""
     from tmq.telemetry.gen import generate
 
     return generate(
@@ -126,7 +139,7 @@ async def _load(reactor, bootstrap: str, rows: int, partitions: int) -> dict:
     publisher = Publisher(reactor, producer, _TOPIC, timestamps="source")
     chunk = []
     start = time.perf_counter()
-    for sample in _samples(rows):
+    for sample in samples(rows):
         chunk.append(sample)
         if len(chunk) == 2000:
             await publisher.publish(chunk)
@@ -208,7 +221,10 @@ def _run_sink(bootstrap: str, dsn: str, writer_name: str, rows: int, batch: int)
     return run_on_reactor(_sink, bootstrap, dsn, writer_name, rows, batch)
 
 
-def _copy_ceiling(dsn: str, rows: int, batch: int) -> dict:
+def copy_ceiling(dsn: str, rows: int, batch: int) -> dict:
+    """Migrate the database at ``dsn``, then binary-COPY ``samples(rows)``, decoded
+    beforehand, into ``telemetry`` in transactions of ``batch`` rows; the seconds and client
+    CPU seconds it took."""
     import psycopg
 
     from tmq.sink.schema import migrate
@@ -218,7 +234,7 @@ def _copy_ceiling(dsn: str, rows: int, batch: int) -> dict:
             datetime.fromtimestamp(s.time_us / 1e6, UTC), s.uuid, s.metric, s.value,
             s.container or None, s.pod or None, s.namespace or None,
         )
-        for s in _samples(rows)
+        for s in samples(rows)
     ]  # fmt: skip
     types = ("timestamptz", "text", "text", "float8", "text", "text", "text")
     copy = (
@@ -244,7 +260,7 @@ def _copy_ceiling(dsn: str, rows: int, batch: int) -> dict:
 # -- the benchmark --------------------------------------------------------------------------------
 
 
-def _cpu_of_tree(pid: int) -> float:
+def cpu_of_tree(pid: int) -> float:
     """CPU seconds of ``pid``, of its children that ended (reaped), and of those alive."""
     total = 0
     for entry in Path("/proc").iterdir():
@@ -300,20 +316,18 @@ def run_sink_bench(
             raise CommandError(f"loading the topic failed: {loaded}")
         say("measuring the ceiling: binary COPY of the decoded rows ...")
         dsn = postgres.create_database("ceiling")
-        pg_before = _cpu_of_tree(postgres.pid)
-        ceiling = _copy_ceiling(dsn, rows, batch_records)
-        ceiling["server_cpu_seconds"] = _cpu_of_tree(postgres.pid) - pg_before
+        pg_before = cpu_of_tree(postgres.pid)
+        ceiling = copy_ceiling(dsn, rows, batch_records)
+        ceiling["server_cpu_seconds"] = cpu_of_tree(postgres.pid) - pg_before
         stored = {"ceiling": _count(dsn)}
         ceiling_rate = rows / ceiling["seconds"]
         results = {}
         for writer in writers:
             say(f"measuring the sink service with the {writer} writer ...")
             dsn = postgres.create_database(f"sink_{writer}")
-            pg_before = _cpu_of_tree(postgres.pid)
-            run = in_fresh_process(
-                _run_sink, broker.bootstrap, dsn, writer, rows, batch_records
-            )
-            run["server_cpu_seconds"] = _cpu_of_tree(postgres.pid) - pg_before
+            pg_before = cpu_of_tree(postgres.pid)
+            run = in_fresh_process(_run_sink, broker.bootstrap, dsn, writer, rows, batch_records)
+            run["server_cpu_seconds"] = cpu_of_tree(postgres.pid) - pg_before
             stored[writer] = _count(dsn)
             rate = rows / run["seconds"]
             results[writer] = {
@@ -358,8 +372,7 @@ def run_sink_bench(
             "verified": stored["ceiling"] == (rows, rows),
         },
         "results": results,
-        "verified": stored["ceiling"] == (rows, rows) and all(
-            r["verified"] for r in results.values()
-        ),
+        "verified": stored["ceiling"] == (rows, rows)
+        and all(r["verified"] for r in results.values()),
         "meets_floors": all(r.get("meets_floor", True) for r in results.values()),
     }
