@@ -144,7 +144,7 @@ def _serve(args: argparse.Namespace, rejects) -> int:
         reactor, producer, args.topic, timestamps=args.timestamps, rate=args.rate,
         on_reject=reject,
     )  # fmt: skip
-    progress = _Progress(publisher.stats, args.progress)
+    progress = _Progress(publisher, args.progress)
     outcome: dict = {}
     stopping = [False]
 
@@ -287,8 +287,8 @@ def _take(rows, count: int) -> list:
 class _Progress:
     """A progress line on stderr, redrawn at most twice a second."""
 
-    def __init__(self, stats, mode: str):
-        self._stats = stats
+    def __init__(self, publisher, mode: str):
+        self._publisher = publisher
         self._on = mode == "always" or (mode == "auto" and sys.stderr.isatty())
         self._drawn = 0.0
 
@@ -297,7 +297,7 @@ class _Progress:
         if not self._on or now - self._drawn < 0.5:
             return
         self._drawn = now
-        stats = self._stats
+        stats = self._publisher.update()
         sys.stderr.write(
             f"\r{stats.read:,} rows read, {stats.delivered:,} sent, {stats.rejected:,} "
             f"rejected, {stats.rate():,.0f} samples/s   "

@@ -261,6 +261,16 @@ class ProducerCallbackTests(ProducerTestCase):
         self.successResultOf(flushed)
         self.assertEqual(self.values(), [b"a"])
 
+    def test_outcomes_are_counted(self):
+        """``delivered_count``, ``failed_count`` and ``last_error`` count every record."""
+        producer = self.producer()
+        for value in (b"a", b"b", b"c"):
+            producer.produce("gpu", value, partition=0)
+        producer.produce("gpu", b"d", partition=9)
+        self.settle(0.005)
+        self.assertEqual((producer.delivered_count, producer.failed_count), (3, 1))
+        self.assertEqual(producer.last_error.error_code, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+
     def test_refusals_raise(self):
         """Closed producers, full buffers, oversized records and non-bytes values raise."""
         producer = self.producer(max_buffered_bytes=100, max_request_bytes=1000)

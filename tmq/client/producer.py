@@ -180,6 +180,11 @@ class Producer:
         self._next_index = 0
         self._unfinished = 0
         self._flushes: list[list] = []  # [target index, records left, Deferred]
+        #: Records written so far (acks=0: sent), and records that failed for good.
+        self.delivered_count = 0
+        self.failed_count = 0
+        #: The error of the last record that failed, ``None`` while none did.
+        self.last_error: KafkaError | None = None
         self._space_waiters: list[tuple[int, Deferred]] = []  # (byte limit, Deferred)
 
     # -- public API ------------------------------------------------------------------------
@@ -364,7 +369,7 @@ class Producer:
             alive = retriable and now < record.sent_at + self._delivery_timeout_s
             (keep if alive else lost).append(record)
         if lost:
-            self._settle(*_gather(lost, []), lambda *_: failure)
+            self._settle_failed(*_gather(lost, []), failure)
         if not keep:
             self._awaiting_topic.pop(topic, None)
             self._topic_attempts.pop(topic, None)
@@ -418,7 +423,7 @@ class Producer:
         )
         failure = Failure(error)
         waiters = [(index, 0, timestamp, waiter)] if waiter is not None else []
-        self._settle(1, size, [index], waiters, lambda *_: failure)
+        self._settle_failed(1, size, [index], waiters, failure)
 
     def _queue(self, topic: str, partition: int) -> PartitionQueue:
         queue = self._partitions.get((topic, partition))
@@ -582,6 +587,7 @@ class Producer:
                 timestamp = log_append_time
             return RecordMetadata(topic, partition, offset, timestamp)
 
+        self.delivered_count += batch.count
         self._settle(batch.count, batch.record_bytes, batch.indices, batch.waiters, metadata)
 
     def _failed(self, batch: Batch, error: KafkaError) -> None:
@@ -624,7 +630,7 @@ class Producer:
             if producer_id_lost:
                 self._new_producer_id()
         failure = Failure(error)
-        self._settle(*_gather([], [batch]), lambda *_: failure)
+        self._settle_failed(*_gather([], [batch]), failure)
 
     def _expire(self, queue: PartitionQueue, batch: Batch) -> None:
         error = BrokerResponseError(
@@ -707,6 +713,11 @@ class Producer:
             previous.cancel()
         self._timers[name] = self._clock.callLater(max(delay, 0), fire)
 
+    def _settle_failed(self, count, size, indices, waiters, failure: Failure) -> None:
+        self.failed_count += count
+        self.last_error = failure.value
+        self._settle(count, size, indices, waiters, lambda *_: failure)
+
     def _settle(
         self,
         count: int,
@@ -759,7 +770,7 @@ class Producer:
         records = [record for waiting in self._awaiting_topic.values() for record in waiting]
         self._awaiting_topic.clear()
         batches = [batch for queue in self._partitions.values() for batch in queue.drop_all()]
-        self._settle(*_gather(records, batches), lambda *_: failure)
+        self._settle_failed(*_gather(records, batches), failure)
 
     def _abandon(self) -> None:
         self._fail_everything(ClientClosedError("the producer closed before delivering these"))

@@ -69,12 +69,17 @@ def record_key(sample: Sample) -> bytes:
     return sample.uuid.encode()
 
 
+# One Packer: msgpack.packb makes a new one per call. Its C pack() holds the GIL throughout
+# for the plain types given here, so threads may share it.
+_pack = msgpack.Packer().pack
+
+
 def encode_sample(sample: Sample) -> bytes:
     """``sample`` as the msgpack map of the module docstring.
 
     The sample is not checked again: the sources only make valid ones.
     """
-    return msgpack.packb(
+    return _pack(
         {
             "version": VERSION,
             "time_us": sample.time_us,

@@ -23,7 +23,7 @@ from typing import Any
 
 from twisted.internet.task import deferLater
 
-from tmq.client import KafkaError, Producer
+from tmq.client import Producer
 
 from .codec import encode_sample
 from .model import RowError, Sample
@@ -40,7 +40,7 @@ class PublishStats:
     :ivar delivered: samples acknowledged by the broker.
     :ivar rejected: bad rows.
     :ivar failed: samples the producer gave up on.
-    :ivar first_error: the first delivery error, in words.
+    :ivar first_error: a delivery error, in words (the latest when ``update`` first saw one).
     """
 
     read: int = 0
@@ -92,6 +92,7 @@ class Publisher:
         self._window = window_bytes
         self._on_reject = on_reject
         self.stats = PublishStats()
+        self._counts_before = (producer.delivered_count, producer.failed_count)
         self._last_stamp: dict[tuple[str, str], int] = {}  # series -> its last time_us
         self._paced_since: float | None = None
         self._paced_count = 0
@@ -101,7 +102,6 @@ class Publisher:
         queued within the window and the rate."""
         stats = self.stats
         produce = self._producer.produce
-        delivered = self._delivered
         now_us = int(self._reactor.seconds() * 1_000_000)
         sent_before = stats.sent
         for item in items:
@@ -114,12 +114,9 @@ class Publisher:
             if self._stamp_now:
                 item = item._replace(time_us=self._stamp(item, now_us))
             produce(
-                self.topic,
-                encode_sample(item),
-                key=item.uuid.encode(),
+                self.topic, encode_sample(item), key=item.uuid.encode(),
                 timestamp_ms=item.time_us // 1000,
-                on_delivery=delivered,
-            )
+            )  # fmt: skip
             stats.sent += 1
         await self._pace(stats.sent - sent_before)
         if self._producer.buffered_bytes > self._window:
@@ -135,15 +132,18 @@ class Publisher:
     async def finish(self) -> PublishStats:
         """Wait until every sample sent is acknowledged or failed."""
         await self._producer.flush()
+        self.update()
         return self.stats
 
-    def _delivered(self, error: KafkaError | None, _metadata: Any) -> None:
-        if error is None:
-            self.stats.delivered += 1
-            return
-        self.stats.failed += 1
-        if self.stats.first_error is None:
-            self.stats.first_error = str(error)
+    def update(self) -> PublishStats:
+        """Bring ``stats.delivered`` and ``stats.failed`` up to date from the producer's
+        counts (the outcomes of this publisher's records since it was made)."""
+        producer, stats = self._producer, self.stats
+        stats.delivered = producer.delivered_count - self._counts_before[0]
+        stats.failed = producer.failed_count - self._counts_before[1]
+        if stats.failed and stats.first_error is None:
+            stats.first_error = str(producer.last_error)
+        return stats
 
     async def _pace(self, count: int) -> None:
         if self._rate is None or not count:
