@@ -50,6 +50,7 @@ __all__ = ["SinkService", "SinkStats", "decode_records"]
 
 _log = Logger()
 _MAX_BACKOFF_S = 5.0
+_DECODE_SLICE = 200
 
 
 @dataclass
@@ -131,6 +132,8 @@ class SinkService(Service):
             auto_offset_reset="earliest",
             max_records=batch_records,
             prefetch_records=2 * batch_records,
+            # a fetch round brings several batches' worth while the previous one is written
+            max_partition_bytes=8 << 20,
         )
         self._expected: dict[int, int | None] = {}  # owned partition -> committed offset
         # owned partition -> generation, new at every seek; fetched, unwritten records carry it
@@ -316,7 +319,7 @@ class SinkService(Service):
             if count >= self._batch_records or (count and lingered):
                 batches, self._pending = self._pending, {}
                 decoded = [
-                    (partition, generation, records, *decode_records(records))
+                    (partition, generation, records, *await self._decode(records))
                     for partition, (generation, records) in batches.items()
                 ]
                 if writing is not None:
@@ -324,6 +327,18 @@ class SinkService(Service):
                 writing = ensureDeferred(self._write_all(decoded))
         if writing is not None:
             await writing
+
+    async def _decode(self, records: list[ConsumerRecord]) -> tuple[list, list[DeadLetter]]:
+        """``decode_records`` in slices, letting the reactor run in between: the write in
+        flight sends its next statement without waiting for the whole batch to decode."""
+        samples: list = []
+        dead: list[DeadLetter] = []
+        for first in range(0, len(records), _DECODE_SLICE):
+            more, letters = decode_records(records[first : first + _DECODE_SLICE])
+            samples += more
+            dead += letters
+            await deferLater(self._reactor, 0, lambda: None)
+        return samples, dead
 
     def _gather(self, records: list[ConsumerRecord]) -> None:
         """Add polled records to their partition's pending batch, which belongs to the

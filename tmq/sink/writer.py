@@ -151,7 +151,8 @@ class TelemetryWriter(Protocol):
 # is exact while |µs| < 2**53, i.e. within 285 years of 1970).
 _EPOCH_US = "timestamptz 'epoch' + {} * interval '1 microsecond'"
 
-_READ_COMMITTED = "SET TRANSACTION ISOLATION LEVEL READ COMMITTED"
+_BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED"
+_ATTEMPT = "SAVEPOINT tmq_attempt; {}; RELEASE SAVEPOINT tmq_attempt"
 _FENCE_ADVANCE = """
     UPDATE consumer_offsets SET next_offset = %s, updated_at = now()
     WHERE consumer_group = %s AND topic = %s AND partition = %s AND next_offset = %s
@@ -231,7 +232,8 @@ class Copy(NamedTuple):
 
 class Attempt(NamedTuple):
     """A statement run in a savepoint: a unique violation rolls back to the savepoint and
-    answers a row count of -1 instead of failing the transaction."""
+    answers a row count of -1 instead of failing the transaction (on success the row count
+    answered is not the statement's)."""
 
     sql: str
     params: Sequence[Any] | None = None
@@ -280,7 +282,6 @@ def _batch_steps(batch: _Batch, telemetry: Callable[[Sequence[Sample]], tuple]) 
     ``(steps, source, params)``: the steps that make the samples a row source, and that
     source and its parameters for the ``INSERT … SELECT`` of ``telemetry``."""
     key = (batch.group, batch.topic, batch.partition)
-    yield Statement(_READ_COMMITTED)
     if batch.expected_offset is None:
         fence = yield Statement(_FENCE_CLAIM, (batch.next_offset, *key))
     else:
@@ -296,7 +297,9 @@ def _batch_steps(batch: _Batch, telemetry: Callable[[Sequence[Sample]], tuple]) 
         outcome = yield Attempt(_INSERT_TELEMETRY_PLAIN.format(source=source), params)
         if outcome.rowcount < 0:  # some sample is stored already, or repeated in the batch
             outcome = yield Statement(_INSERT_TELEMETRY.format(source=source), params)
-        inserted = outcome.rowcount
+            inserted = outcome.rowcount
+        else:
+            inserted = len(batch.samples)  # a plain INSERT writes every row or fails
         yield Statement(_UPSERT_GPUS, _gpu_columns(batch.samples))
     if batch.dead_letters:
         letters = batch.dead_letters
@@ -480,7 +483,7 @@ class TxPostgresWriter:
         """``steps`` in one transaction. (Not ``runInteraction``: that logs a failed rollback
         as an unhandled error, and a rollback fails whenever the server has gone away.)"""
         cursor = connection.cursor()
-        yield cursor.execute("BEGIN")
+        yield cursor.execute(_BEGIN)
         try:
             result = yield _drive_cursor(cursor, steps)
         except BaseException:
@@ -537,16 +540,14 @@ def _drive_cursor(cursor: Any, steps: BatchSteps):
         step = next(steps)
         while True:
             if isinstance(step, Attempt):
-                yield cursor.execute("SAVEPOINT tmq_attempt")
+                # one round trip: the statement between its savepoint and the release
                 try:
-                    yield cursor.execute(step.sql, step.params)
+                    yield cursor.execute(_ATTEMPT.format(step.sql), step.params)
                 except psycopg2.errors.UniqueViolation:
                     yield cursor.execute("ROLLBACK TO SAVEPOINT tmq_attempt")
                     step = steps.send(Outcome(-1, None))
                     continue
-                outcome = Outcome(cursor.rowcount, None)
-                yield cursor.execute("RELEASE SAVEPOINT tmq_attempt")
-                step = steps.send(outcome)
+                step = steps.send(Outcome(0, None))
                 continue
             yield cursor.execute(step.sql, step.params)
             rows = cursor.fetchall() if cursor.description else None
@@ -631,7 +632,9 @@ class CopyWriter:
     def _connected(self) -> psycopg.Connection:
         if self._connection is not None and not self._connection.closed:
             return self._connection
-        connection = psycopg.connect(self._dsn, autocommit=True)
+        connection = psycopg.connect(
+            self._dsn, autocommit=True, options="-c default_transaction_isolation=read\\ committed"
+        )
         try:
             connection.execute(_CREATE_STAGING)
         except BaseException:
