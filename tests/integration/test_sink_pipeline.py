@@ -6,11 +6,16 @@ from __future__ import annotations
 import csv
 import http.server
 import io
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
+import time
+from pathlib import Path
 
 import pytest
+from integration_helpers import free_port
 from pipeline_helpers import (
     SinkProcess,
     committed,
@@ -276,3 +281,41 @@ class ScrapeTests:
             assert stored[metric][:3] == (scrapes * count, low, high), metric
             assert stored[metric][3] == pytest.approx(scrapes * total, rel=1e-12), metric
         assert scalar(dsn, "SELECT count(*) FROM gpus") == 247
+
+
+class DatabaseOutageTests:
+    def test_the_sink_rides_out_a_database_restart(self, broker_factory, tmp_path):
+        """PostgreSQL stops for a few seconds while rows flow: the sink retries, takes its
+        partitions again, and every row ends up stored once."""
+        from tmq.tools.postgres import ThrowawayPostgres
+
+        broker = broker_factory("flush.policy=always")
+        created = run_tmq(
+            "topics", "create", "gpu", "--partitions", "4", "--set", "retention.ms=-1",
+            "--bootstrap", broker.bootstrap, cwd=tmp_path,
+        )  # fmt: skip
+        assert created.returncode == 0, created.stderr
+        # its own cluster, in a directory that outlives a stop (a temporary one would not)
+        directory = Path(tempfile.mkdtemp(prefix="tmq-pg-outage-"))
+        try:
+            with ThrowawayPostgres(directory, port=free_port(), durable=False) as postgres:
+                dsn = postgres.create_database("outage")
+                path = tmp_path / "fleet.csv"
+                total = generate_csv(path, hosts=5, gpus=8, scrapes=60, seed=9)
+                process = SinkProcess(tmp_path, broker.bootstrap, dsn, name="outage").start()
+                try:
+                    producer = start_producer(path, "gpu", broker.bootstrap, rate=6000)
+                    wait_for(lambda: committed(dsn) > 5000, 60, "progress", process)
+                    postgres.stop()
+                    time.sleep(3)
+                    postgres.start()
+                    _, err = producer.communicate(timeout=120)
+                    assert producer.returncode == 0, err.decode()
+                    wait_for(lambda: committed(dsn) == total, 120, "the sink to recover", process)
+                    assert process.stop() == 0, process.log()
+                finally:
+                    process.stop(signal.SIGKILL)
+                assert db_rows(dsn) == csv_rows(path)
+                assert "retrying" in process.log() or "giving up every partition" in process.log()
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)

@@ -241,9 +241,22 @@ class SinkService(Service):
                     if len(self._expected) >= share:
                         break
                     if await self._membership.try_lock(partition):
-                        await self._adopt(partition)
+                        await self._adopt_or_unlock(partition)
             except MembershipLostError as error:
                 self._lose_everything(error)
+            except Exception as error:  # the database is away: try again next heartbeat
+                _log.warn("sink: changing partitions failed: {error}", error=error)
+
+    async def _adopt_or_unlock(self, partition: int) -> None:
+        """Adopt a partition whose lock was just taken; if that fails, give the lock back
+        (an unowned lock would keep the partition from every instance)."""
+        try:
+            await self._adopt(partition)
+        except MembershipLostError:
+            raise
+        except Exception:
+            await self._membership.unlock(partition)
+            raise
 
     async def _adopt(self, partition: int) -> None:
         committed = await self._writer.load_offsets(self.group, self.topic)
