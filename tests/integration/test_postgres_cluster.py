@@ -148,7 +148,7 @@ class ThrowawayPostgresTests:
         with pytest.raises(PostgresError, match=r"cannot reach.*not searchable"):
             ThrowawayPostgres(tmp_path / "cluster").start()
 
-    def test_killed_parent_leaves_no_server(self):
+    def test_killed_parent_leaves_no_server(self, tmp_path):
         """The server of a process killed with SIGKILL shuts down by itself."""
         script = textwrap.dedent(
             """
@@ -159,8 +159,9 @@ class ThrowawayPostgresTests:
             time.sleep(120)
             """
         )
+        # cwd outside the checkout: its ./tmq would shadow the installed package
         parent = subprocess.Popen(
-            [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=tmp_path
         )
         try:
             pid, directory = parent.stdout.readline().split()
