@@ -86,6 +86,14 @@ class RoundTripTests:
             real = list(parse_csv(stream))
         assert [decode_sample(encode_sample(sample)) for sample in real] == real
 
+    @given(samples)
+    def test_bytes_equal_packing_the_documented_map(self, sample):
+        """The pieces cached by encode_sample add up to exactly the packed map, in order."""
+        fields = dict(zip(("time_us", *sample._fields[1:]), sample, strict=True))
+        expected = msgpack.packb({"version": 1, **fields})
+        assert encode_sample(sample) == expected
+        assert encode_sample(sample) == expected  # from the caches
+
     def test_record_key_is_the_uuid(self):
         """The record key is the UUID in UTF-8."""
         assert record_key(EXAMPLE) == b"GPU-5fd4f087-86f3-7a43-b711-4771313afc50"

@@ -73,29 +73,48 @@ def record_key(sample: Sample) -> bytes:
 # for the plain types given here, so threads may share it.
 _pack = msgpack.Packer().pack
 
+# encode_sample writes the map of the module docstring piece by piece, byte for byte what
+# packing the dict would give: a fleet repeats a GPU's descriptive fields and its label map
+# sample after sample, so those pieces are packed once and kept (bounded caches).
+_HEAD = _pack(VERSION).join((b"\x8d" + _pack("version"), _pack("time_us")))
+_VALUE_KEY = _pack("value")
+_LABELS_KEY_PACKED = _pack("labels")
+_packed_middles: dict[tuple, bytes] = {}  # (metric .. namespace) -> their packed entries
+_packed_labels: dict[int, tuple[object, bytes]] = {}  # id(labels) -> (labels, packed)
+
 
 def encode_sample(sample: Sample) -> bytes:
     """``sample`` as the msgpack map of the module docstring.
 
-    The sample is not checked again: the sources only make valid ones.
+    The sample is not checked again: the sources only make valid ones. A label map is
+    packed once per map object: it must not change once a sample holding it was encoded
+    (the sources never change one).
     """
-    return _pack(
-        {
-            "version": VERSION,
-            "time_us": sample.time_us,
-            "metric": sample.metric,
-            "gpu_index": sample.gpu_index,
-            "device": sample.device,
-            "uuid": sample.uuid,
-            "model": sample.model,
-            "hostname": sample.hostname,
-            "container": sample.container,
-            "pod": sample.pod,
-            "namespace": sample.namespace,
-            "value": sample.value,
-            "labels": sample.labels,
-        }
+    (time_us, metric, gpu_index, device, uuid, model, hostname, container, pod, namespace,
+     value, labels) = sample  # fmt: skip
+    middle_key = (metric, gpu_index, device, uuid, model, hostname, container, pod, namespace)
+    middle = _packed_middles.get(middle_key)
+    if middle is None:
+        if len(_packed_middles) >= _CACHE_MAX:
+            _packed_middles.clear()
+        middle = _packed_middles[middle_key] = b"".join(
+            _pack(name) + _pack(field) for name, field in zip(_MIDDLE, middle_key, strict=True)
+        )
+    known = _packed_labels.get(id(labels))
+    if known is None or known[0] is not labels:
+        if len(_packed_labels) >= _CACHE_MAX:
+            _packed_labels.clear()
+        known = _packed_labels[id(labels)] = (labels, _pack(labels))
+    return b"".join(
+        (_HEAD, _pack(time_us), middle, _VALUE_KEY, _pack(value), _LABELS_KEY_PACKED, known[1])
     )
+
+
+_MIDDLE = (
+    "metric", "gpu_index", "device", "uuid", "model", "hostname", "container", "pod",
+    "namespace",
+)  # fmt: skip
+_CACHE_MAX = 65536
 
 
 def decode_sample(data: bytes) -> Sample:
