@@ -19,6 +19,7 @@ from tmq.sink.writer import (
     CopyWriter,
     DeadLetter,
     FencedError,
+    PartitionBatch,
     TelemetryWriter,
     TxPostgresWriter,
     WriteResult,
@@ -258,6 +259,34 @@ class TelemetryWriterContractTests:
         assert database.count("dead_letters") == 0
         assert database.offset() == 10
         assert harness.write(writer, 10, 20, stray) == WriteResult(1, 0, 0, 20)
+
+    def test_several_partitions_in_one_transaction(self, harness, database):
+        """write_batches commits every partition's offset with all their rows and dead
+        letters; one failed fence (named in the error) writes nothing of any."""
+        writer = harness.writer()
+        harness.write(writer, None, 5, [sample(T0)], partition=1)
+        batches = [
+            PartitionBatch(1, 5, 9, [sample(T0 + SECOND)]),
+            PartitionBatch(0, None, 3, [sample(T0, uuid="GPU-b")],
+                           [DeadLetter(2, None, b"x", "undecodable")]),
+        ]  # fmt: skip
+        result = harness.call(writer.write_batches, GROUP, TOPIC, batches)
+        assert result == WriteResult(2, 0, 1, None)
+        assert (database.offset(0), database.offset(1)) == (3, 9)
+        assert database.count("telemetry") == 3
+        stale = [
+            PartitionBatch(0, 3, 4, [sample(T0 + 2 * SECOND)]),
+            PartitionBatch(1, 5, 12, [sample(T0 + 3 * SECOND)]),
+        ]
+        with pytest.raises(FencedError) as failure:
+            harness.call(writer.write_batches, GROUP, TOPIC, stale)
+        assert (failure.value.partition, failure.value.actual) == (1, 9)
+        assert (database.offset(0), database.offset(1)) == (3, 9)
+        assert database.count("telemetry") == 3
+        with pytest.raises(ValueError):
+            harness.call(writer.write_batches, GROUP, TOPIC, [stale[0], stale[0]])
+        with pytest.raises(ValueError):
+            harness.call(writer.write_batches, GROUP, TOPIC, [])
 
     @pytest.mark.parametrize("expected", [None, 10], ids=["first-batch", "next-batch"])
     def test_two_writers_racing_on_one_fence_exactly_one_wins(

@@ -1,11 +1,11 @@
 """The sink service: fetch telemetry records, decode them, write them with their offsets.
 
-Exactly once: every batch of a partition is written by ``TelemetryWriter.write_batch`` in one
-transaction with the partition's next offset, fenced on the offset it started from. A restart
-resumes from the committed offsets; a write that fails (the database went away) is retried as
-it was; a fence that fails (another instance wrote the partition meanwhile) makes this one
-start again from the committed offset. So no record is written twice or skipped, whatever
-crashes where.
+Exactly once: every batch is written by ``TelemetryWriter.write_batches`` in one transaction
+with each partition's next offset, fenced on the offset the partition's records start from.
+A restart resumes from the committed offsets; a write that fails (the database went away) is
+retried as it was; a fence that fails (another instance wrote the partition meanwhile) makes
+that partition start again from the committed offset. So no record is written twice or
+skipped, whatever crashes where.
 
 Ownership: ``Membership`` heartbeats this instance and holds the advisory lock of each
 partition it owns; every ``heartbeat_s`` the service compares what it owns with the fair
@@ -17,7 +17,8 @@ Records that are not telemetry (not msgpack, invalid fields, no value) become de
 written in the same transaction as the batch's samples: offsets still advance.
 
 Batches: records are gathered until ``batch_records`` are waiting or the oldest waited
-``linger_ms``; then each partition's records are written, one transaction per partition.
+``linger_ms``; then the records of every partition are written in one transaction, each
+partition's offset fenced.
 
 Retention: with ``retention_days``, rows older than that are deleted every
 ``retention_interval_s`` in steps of ``retention_batch_rows`` (dropped chunks on TimescaleDB).
@@ -44,7 +45,7 @@ from tmq.telemetry.codec import InvalidSample, decode_sample
 
 from .membership import Membership, MembershipLostError
 from .ownership import fair_share, plan
-from .writer import DeadLetter, FencedError, TelemetryWriter
+from .writer import DeadLetter, FencedError, PartitionBatch, TelemetryWriter
 
 __all__ = ["SinkService", "SinkStats", "decode_records"]
 
@@ -369,20 +370,42 @@ class SinkService(Service):
             entry[1].append(record)
 
     async def _write_all(self, decoded: list[tuple]) -> None:
+        """Write the partitions' batches in one transaction (``write_batches``); a fence
+        that fails sends its partition back to the committed offset and the others are
+        written without it; other failures are retried with a backoff."""
         async with self._busy:
-            for partition, generation, records, samples, dead in decoded:
-                # A batch fetched before a seek (a fence, the partition released, or taken
-                # again) belongs to an old generation: its records are fetched again.
-                if self._generation.get(partition) == generation:
-                    await self._write(partition, records, samples, dead)
+            # A batch fetched before a seek (a fence, the partition released, or taken
+            # again) belongs to an old generation: its records are fetched again.
+            ready = [entry for entry in decoded if self._generation.get(entry[0]) == entry[1]]
+            backoff = 0.1
+            while ready and self._running:
+                batches = [self._batch_of(*entry) for entry in ready]
+                started = time.perf_counter()
+                try:
+                    result = await self._writer.write_batches(self.group, self.topic, batches)
+                except FencedError as error:
+                    self.stats.fenced += 1
+                    _log.warn("sink: {error}; resuming from there", error=error)
+                    self._seek(error.partition, error.actual)
+                    ready = [entry for entry in ready if entry[0] != error.partition]
+                    continue
+                except Exception as error:
+                    self.stats.write_errors += 1
+                    _log.warn(
+                        "sink: writing {topic} failed ({error}); retrying in {backoff:.1f} s",
+                        topic=self.topic,
+                        error=error,
+                        backoff=backoff,
+                    )
+                    await deferLater(self._reactor, backoff, lambda: None)
+                    backoff = min(backoff * 2, _MAX_BACKOFF_S)
+                    # partitions lost meanwhile (the membership connection broke) are not ours
+                    ready = [entry for entry in ready if entry[0] in self._expected]
+                    continue
+                self._written(ready, batches, result, time.perf_counter() - started)
+                return
 
-    async def _write(
-        self,
-        partition: int,
-        records: list[ConsumerRecord],
-        samples: list,
-        dead: list[DeadLetter],
-    ) -> None:
+    def _batch_of(self, partition, _generation, records, samples, dead) -> PartitionBatch:
         expected = self._expected[partition]
         if expected is not None and records[0].offset > expected:
             _log.warn(
@@ -393,54 +416,30 @@ class SinkService(Service):
                 first=expected,
                 last=records[0].offset - 1,
             )
-        next_offset = records[-1].offset + 1
-        backoff = 0.1
-        while self._running and partition in self._expected:
-            expected = self._expected[partition]
-            started = time.perf_counter()
-            try:
-                result = await self._writer.write_batch(
-                    self.group, self.topic, partition, expected, next_offset, samples, dead
-                )
-            except FencedError as error:
-                self.stats.fenced += 1
-                _log.warn("sink: {error}; resuming from there", error=error)
-                self._seek(partition, error.actual)
-                return
-            except Exception as error:
-                self.stats.write_errors += 1
-                _log.warn(
-                    "sink: writing {topic}[{partition}] failed ({error}); retrying in "
-                    "{backoff:.1f} s",
-                    topic=self.topic,
-                    partition=partition,
-                    error=error,
-                    backoff=backoff,
-                )
-                await deferLater(self._reactor, backoff, lambda: None)
-                backoff = min(backoff * 2, _MAX_BACKOFF_S)
-                continue
-            self._expected[partition] = next_offset
-            stats = self.stats
-            stats.write_seconds += time.perf_counter() - started
+        return PartitionBatch(partition, expected, records[-1].offset + 1, samples, dead)
+
+    def _written(self, ready, batches, result, seconds: float) -> None:
+        stats = self.stats
+        stats.write_seconds += seconds
+        stats.inserted += result.inserted
+        stats.duplicates += result.duplicates
+        stats.dead_letters += result.dead_letters
+        stats.batches += 1
+        for (partition, _, records, _, dead), batch in zip(ready, batches, strict=True):
+            self._expected[partition] = batch.next_offset
             stats.records += len(records)
-            stats.inserted += result.inserted
-            stats.duplicates += result.duplicates
-            stats.dead_letters += result.dead_letters
-            stats.batches += 1
             if dead:
                 _log.warn(
-                    "sink: {count} records of {topic}[{partition}] dead-lettered, e.g. offset "
-                    "{offset}: {reason}",
+                    "sink: {count} records of {topic}[{partition}] dead-lettered, e.g. "
+                    "offset {offset}: {reason}",
                     count=len(dead),
                     topic=self.topic,
                     partition=partition,
                     offset=dead[0].offset,
                     reason=dead[0].reason,
                 )
-            if self._on_batch is not None:
-                self._on_batch(stats)
-            return
+        if self._on_batch is not None:
+            self._on_batch(stats)
 
     # -- retention -------------------------------------------------------------------------
 

@@ -59,6 +59,7 @@ __all__ = [
     "CopyWriter",
     "DeadLetter",
     "FencedError",
+    "PartitionBatch",
     "TelemetryWriter",
     "TxPostgresWriter",
     "WriteResult",
@@ -76,19 +77,33 @@ class DeadLetter:
 
 
 @dataclass(frozen=True, slots=True)
+class PartitionBatch:
+    """One partition's share of a ``write_batches`` call: the records covering offsets
+    ``[expected_offset, next_offset)`` (``expected_offset`` ``None``: no committed offset
+    yet), as samples and dead letters."""
+
+    partition: int
+    expected_offset: int | None
+    next_offset: int
+    samples: Sequence[Sample]
+    dead_letters: Sequence[DeadLetter] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class WriteResult:
-    """What one ``write_batch`` did.
+    """What one ``write_batch`` (or ``write_batches``) did.
 
     :ivar inserted: telemetry rows added.
     :ivar duplicates: samples absorbed: already stored, or repeated within the batch.
     :ivar dead_letters: dead letters stored.
-    :ivar next_offset: the offset now committed for the partition.
+    :ivar next_offset: the offset now committed for the partition; ``None`` for a write of
+        several partitions.
     """
 
     inserted: int
     duplicates: int
     dead_letters: int
-    next_offset: int
+    next_offset: int | None
 
 
 class FencedError(Exception):
@@ -135,6 +150,13 @@ class TelemetryWriter(Protocol):
         """Write the batch covering offsets ``[expected_offset, next_offset)``; fails with
         ``FencedError`` (nothing written) when the committed offset is not
         ``expected_offset`` (``None``: no committed offset)."""
+
+    def write_batches(
+        self, group: str, topic: str, batches: Sequence[PartitionBatch]
+    ) -> Deferred[WriteResult]:
+        """``write_batch`` for several partitions in one transaction (their offsets fenced
+        in partition order): all of it is written, or none; ``FencedError`` names the first
+        partition whose fence failed."""
 
     def load_offsets(self, group: str, topic: str) -> Deferred[dict[int, int]]:
         """The committed next offset of every partition of ``topic`` that has one."""
@@ -248,50 +270,46 @@ Step = Statement | Copy | Attempt
 BatchSteps = Generator[Step, Outcome, WriteResult]
 
 
-@dataclass(frozen=True, slots=True)
-class _Batch:
-    group: str
-    topic: str
-    partition: int
-    expected_offset: int | None
-    next_offset: int
-    samples: Sequence[Sample]
-    dead_letters: Sequence[DeadLetter]
+def _checked(batches: Sequence[PartitionBatch]) -> list[PartitionBatch]:
+    """The batches in partition order, each checked; at least one, partitions distinct."""
+    if not batches:
+        raise ValueError("write_batches needs at least one partition batch")
+    ordered = sorted(batches, key=lambda batch: batch.partition)
+    if len({batch.partition for batch in ordered}) != len(ordered):
+        raise ValueError("a partition appears twice")
+    for batch in ordered:
+        expected, next_offset = batch.expected_offset, batch.next_offset
+        if expected is not None and not 0 <= expected < next_offset:
+            raise ValueError(f"next_offset {next_offset} must follow expected {expected}")
+        if next_offset < 0:
+            raise ValueError(f"next_offset {next_offset} is negative")
+    return ordered
 
 
-def _make_batch(
+def _batch_steps(
     group: str,
     topic: str,
-    partition: int,
-    expected_offset: int | None,
-    next_offset: int,
-    samples: Sequence[Sample],
-    dead_letters: Sequence[DeadLetter],
-) -> _Batch:
-    if expected_offset is not None and not 0 <= expected_offset < next_offset:
-        raise ValueError(f"next_offset {next_offset} must follow expected {expected_offset}")
-    if next_offset < 0:
-        raise ValueError(f"next_offset {next_offset} is negative")
-    return _Batch(
-        group, topic, partition, expected_offset, next_offset, samples, dead_letters
-    )
-
-
-def _batch_steps(batch: _Batch, telemetry: Callable[[Sequence[Sample]], tuple]) -> BatchSteps:
-    """The statements of one ``write_batch`` transaction. ``telemetry(samples)`` gives
+    batches: list[PartitionBatch],
+    telemetry: Callable[[Sequence[Sample]], tuple],
+) -> BatchSteps:
+    """The statements of one ``write_batches`` transaction. ``telemetry(samples)`` gives
     ``(steps, source, params)``: the steps that make the samples a row source, and that
     source and its parameters for the ``INSERT … SELECT`` of ``telemetry``."""
-    key = (batch.group, batch.topic, batch.partition)
-    if batch.expected_offset is None:
-        fence = yield Statement(_FENCE_CLAIM, (batch.next_offset, *key))
-    else:
-        fence = yield Statement(_FENCE_ADVANCE, (batch.next_offset, *key, batch.expected_offset))
-    if fence.rowcount != 1:
-        current = (yield Statement(_CURRENT_OFFSET, key)).rows
-        raise FencedError(*key, batch.expected_offset, current[0][0] if current else None)
+    for batch in batches:
+        key = (group, topic, batch.partition)
+        if batch.expected_offset is None:
+            fence = yield Statement(_FENCE_CLAIM, (batch.next_offset, *key))
+        else:
+            fence = yield Statement(
+                _FENCE_ADVANCE, (batch.next_offset, *key, batch.expected_offset)
+            )
+        if fence.rowcount != 1:
+            current = (yield Statement(_CURRENT_OFFSET, key)).rows
+            raise FencedError(*key, batch.expected_offset, current[0][0] if current else None)
+    samples = [sample for batch in batches for sample in batch.samples]
     inserted = 0
-    if batch.samples:
-        prelude, source, params = telemetry(batch.samples)
+    if samples:
+        prelude, source, params = telemetry(samples)
         for step in prelude:  # noqa: UP028 - the drivers send outcomes, lists take none
             yield step
         outcome = yield Attempt(_INSERT_TELEMETRY_PLAIN.format(source=source), params)
@@ -299,20 +317,22 @@ def _batch_steps(batch: _Batch, telemetry: Callable[[Sequence[Sample]], tuple]) 
             outcome = yield Statement(_INSERT_TELEMETRY.format(source=source), params)
             inserted = outcome.rowcount
         else:
-            inserted = len(batch.samples)  # a plain INSERT writes every row or fails
-        yield Statement(_UPSERT_GPUS, _gpu_columns(batch.samples))
-    if batch.dead_letters:
+            inserted = len(samples)  # a plain INSERT writes every row or fails
+        yield Statement(_UPSERT_GPUS, _gpu_columns(samples))
+    dead_letters = 0
+    for batch in batches:
         letters = batch.dead_letters
-        yield Statement(_INSERT_DEAD_LETTERS, (
-            *key,
-            [letter.offset for letter in letters],
-            [letter.key for letter in letters],
-            [letter.value for letter in letters],
-            [letter.reason for letter in letters],
-        ))
-    return WriteResult(
-        inserted, len(batch.samples) - inserted, len(batch.dead_letters), batch.next_offset
-    )
+        if letters:
+            dead_letters += len(letters)
+            yield Statement(_INSERT_DEAD_LETTERS, (
+                group, topic, batch.partition,
+                [letter.offset for letter in letters],
+                [letter.key for letter in letters],
+                [letter.value for letter in letters],
+                [letter.reason for letter in letters],
+            ))  # fmt: skip
+    next_offset = batches[0].next_offset if len(batches) == 1 else None
+    return WriteResult(inserted, len(samples) - inserted, dead_letters, next_offset)
 
 
 def _text_array(values: Iterable[str]) -> str:
@@ -443,10 +463,13 @@ class TxPostgresWriter:
         samples: Sequence[Sample],
         dead_letters: Sequence[DeadLetter] = (),
     ) -> Deferred[WriteResult]:
-        batch = _make_batch(
-            group, topic, partition, expected_offset, next_offset, samples, dead_letters
-        )
-        steps = _batch_steps(batch, _unnest_telemetry)
+        batch = PartitionBatch(partition, expected_offset, next_offset, samples, dead_letters)
+        return self.write_batches(group, topic, [batch])
+
+    def write_batches(
+        self, group: str, topic: str, batches: Sequence[PartitionBatch]
+    ) -> Deferred[WriteResult]:
+        steps = _batch_steps(group, topic, _checked(batches), _unnest_telemetry)
         return self._run(lambda connection: self._transaction(connection, steps))
 
     def load_offsets(self, group: str, topic: str) -> Deferred[dict[int, int]]:
@@ -607,10 +630,14 @@ class CopyWriter:
         samples: Sequence[Sample],
         dead_letters: Sequence[DeadLetter] = (),
     ) -> Deferred[WriteResult]:
-        batch = _make_batch(
-            group, topic, partition, expected_offset, next_offset, samples, dead_letters
-        )
-        return self._call(self._transaction, _batch_steps(batch, _staged_telemetry))
+        batch = PartitionBatch(partition, expected_offset, next_offset, samples, dead_letters)
+        return self.write_batches(group, topic, [batch])
+
+    def write_batches(
+        self, group: str, topic: str, batches: Sequence[PartitionBatch]
+    ) -> Deferred[WriteResult]:
+        steps = _batch_steps(group, topic, _checked(batches), _staged_telemetry)
+        return self._call(self._transaction, steps)
 
     def load_offsets(self, group: str, topic: str) -> Deferred[dict[int, int]]:
         return self._call(self._query, _LOAD_OFFSETS, (group, topic)).addCallback(dict)
