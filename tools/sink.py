@@ -18,7 +18,7 @@ from .errors import CommandError
 __all__ = ["WRITERS", "add_parser"]
 
 #: The bulk writers, the default first (the faster one in ``tmq bench sink``).
-WRITERS = ("txpostgres", "copy")
+WRITERS = ("copy", "txpostgres")
 
 
 def add_parser(commands) -> None:
@@ -62,8 +62,8 @@ def add_parser(commands) -> None:
         "--writer",
         choices=WRITERS,
         default=os.environ.get("TMQ_SINK_WRITER", WRITERS[0]),
-        help="bulk writer: txpostgres on the reactor, or binary COPY through psycopg 3 in a "
-        "thread (env TMQ_SINK_WRITER; default %(default)s, the faster in tmq bench sink)",
+        help="bulk writer: binary COPY through psycopg 3 in a thread, or txpostgres on the "
+        "reactor (env TMQ_SINK_WRITER; default %(default)s, the faster in tmq bench sink)",
     )
     parser.add_argument(
         "--instance-id",
