@@ -40,7 +40,14 @@ import msgpack
 from . import bench_log
 from .errors import CommandError
 
-__all__ = ["BenchBroker", "add_parsers", "in_fresh_process", "run_client_bench", "run_on_reactor"]
+__all__ = [
+    "BenchBroker",
+    "add_parsers",
+    "in_fresh_process",
+    "process_cpu_seconds",
+    "run_client_bench",
+    "run_on_reactor",
+]
 
 #: Floors set by issue #4 (messages per second, one broker, acks=1, flush.policy=always).
 FLOORS = {
@@ -442,6 +449,12 @@ def _client_run(kind: str, client: str, *args) -> dict:
     return body(*args)
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a running process, from ``/proc``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
 def in_fresh_process(function, *args):
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(1, mp_context=context, max_tasks_per_child=1) as pool:
@@ -494,8 +507,7 @@ class BenchBroker:
         return self.log_path.read_text(errors="replace")[-2000:]
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime + stime
+        return process_cpu_seconds(self.process.pid)
 
     def stop(self) -> None:
         if self.process.poll() is None:

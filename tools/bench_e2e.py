@@ -26,14 +26,13 @@ import time
 from pathlib import Path
 
 from . import bench_sink
-from .bench_clients import BenchBroker
+from .bench_clients import BenchBroker, process_cpu_seconds
 from .errors import CommandError
 
 __all__ = ["add_parser", "run_e2e_bench"]
 
 #: Rows per second the whole pipeline must sustain (issue #5).
 FLOOR_ROWS_PER_S = 50_000
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def add_parser(kinds) -> None:
@@ -76,11 +75,6 @@ def _run(args: argparse.Namespace) -> int:
 
 def _tmq(*arguments: str) -> list[str]:
     return [sys.executable, "-m", "tmq.tools.cli", *arguments]
-
-
-def _cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
 def _parse_rate(path: Path) -> float:
@@ -139,8 +133,8 @@ def run_e2e_bench(*, rows: int, partitions: int, parent: str | None = None, prog
         _wait_for_locks(dsn, partitions, sink)
         say("running the pipeline ...")
         before = {
-            "broker": _cpu(broker.process.pid),
-            "sink": _cpu(sink.pid),
+            "broker": process_cpu_seconds(broker.process.pid),
+            "sink": process_cpu_seconds(sink.pid),
             "postgres": bench_sink.cpu_of_tree(postgres.pid),
         }
         start = time.perf_counter()
@@ -158,8 +152,8 @@ def run_e2e_bench(*, rows: int, partitions: int, parent: str | None = None, prog
         elapsed = time.perf_counter() - start
         cpu = {
             "producer": usage.ru_utime + usage.ru_stime,
-            "broker": _cpu(broker.process.pid) - before["broker"],
-            "sink": _cpu(sink.pid) - before["sink"],
+            "broker": process_cpu_seconds(broker.process.pid) - before["broker"],
+            "sink": process_cpu_seconds(sink.pid) - before["sink"],
             "postgres": bench_sink.cpu_of_tree(postgres.pid) - before["postgres"],
         }
         with psycopg.connect(dsn) as connection:

@@ -167,6 +167,28 @@ class TelemetryWriter(Protocol):
         the planner's estimate); fires with the number of rows removed."""
 
 
+class _OnePartition:
+    """``write_batch`` as the one-partition case of the writer's ``write_batches``."""
+
+    def write_batch(
+        self,
+        group: str,
+        topic: str,
+        partition: int,
+        expected_offset: int | None,
+        next_offset: int,
+        samples: Sequence[Sample],
+        dead_letters: Sequence[DeadLetter] = (),
+    ) -> Deferred[WriteResult]:
+        batch = PartitionBatch(partition, expected_offset, next_offset, samples, dead_letters)
+        return self.write_batches(group, topic, [batch])
+
+    def write_batches(
+        self, group: str, topic: str, batches: Sequence[PartitionBatch]
+    ) -> Deferred[WriteResult]:
+        raise NotImplementedError
+
+
 # -- SQL shared by both writers -------------------------------------------------------------
 
 # Microseconds since the epoch to timestamptz, exactly (in integer microseconds; the product
@@ -418,22 +440,28 @@ _UNNEST_SOURCE = (
     "unnest(%s::bigint[], %s::text[], %s::text[], %s::float8[], %s::text[], %s::text[], "
     f"%s::text[]) AS s({_TELEMETRY_COLUMNS})"
 )
+
+
 def _unnest_telemetry(samples: Sequence[Sample]) -> tuple:
-    return [], _UNNEST_SOURCE, (
-        _number_array([sample.time_us for sample in samples]),
-        _text_array([sample.uuid for sample in samples]),
-        _text_array([sample.metric for sample in samples]),
-        _number_array([sample.value for sample in samples]),
-        _text_array([sample.container for sample in samples]),
-        _text_array([sample.pod for sample in samples]),
-        _text_array([sample.namespace for sample in samples]),
+    return (
+        [],
+        _UNNEST_SOURCE,
+        (
+            _number_array([sample.time_us for sample in samples]),
+            _text_array([sample.uuid for sample in samples]),
+            _text_array([sample.metric for sample in samples]),
+            _number_array([sample.value for sample in samples]),
+            _text_array([sample.container for sample in samples]),
+            _text_array([sample.pod for sample in samples]),
+            _text_array([sample.namespace for sample in samples]),
+        ),
     )
 
 
 _CONNECTION_LOST = (psycopg2.OperationalError, psycopg2.InterfaceError)
 
 
-class TxPostgresWriter:
+class TxPostgresWriter(_OnePartition):
     """The reactor-native writer: one txpostgres connection, connected again on the next call
     after it was found dead.
 
@@ -452,19 +480,6 @@ class TxPostgresWriter:
 
     def close(self) -> Deferred[None]:
         return self._lock.run(self._drop)
-
-    def write_batch(
-        self,
-        group: str,
-        topic: str,
-        partition: int,
-        expected_offset: int | None,
-        next_offset: int,
-        samples: Sequence[Sample],
-        dead_letters: Sequence[DeadLetter] = (),
-    ) -> Deferred[WriteResult]:
-        batch = PartitionBatch(partition, expected_offset, next_offset, samples, dead_letters)
-        return self.write_batches(group, topic, [batch])
 
     def write_batches(
         self, group: str, topic: str, batches: Sequence[PartitionBatch]
@@ -590,15 +605,16 @@ _CREATE_STAGING = f"""
 """
 _COPY_STAGING = f"COPY {_STAGING} ({_TELEMETRY_COLUMNS}) FROM STDIN (FORMAT BINARY)"
 _STAGING_TYPES = ("int8", "text", "text", "float8", "text", "text", "text")
+
+
 def _staged_telemetry(samples: Sequence[Sample]) -> tuple:
     rows = (
-        (s.time_us, s.uuid, s.metric, s.value, s.container, s.pod, s.namespace)
-        for s in samples
+        (s.time_us, s.uuid, s.metric, s.value, s.container, s.pod, s.namespace) for s in samples
     )
     return [Copy(_COPY_STAGING, _STAGING_TYPES, rows)], _STAGING, None
 
 
-class CopyWriter:
+class CopyWriter(_OnePartition):
     """The binary COPY writer: one psycopg 3 connection used from ``threadpool``, connected
     again on the next call after it was found dead.
 
@@ -620,19 +636,6 @@ class CopyWriter:
     def close(self) -> Deferred[None]:
         return self._call(self._drop)
 
-    def write_batch(
-        self,
-        group: str,
-        topic: str,
-        partition: int,
-        expected_offset: int | None,
-        next_offset: int,
-        samples: Sequence[Sample],
-        dead_letters: Sequence[DeadLetter] = (),
-    ) -> Deferred[WriteResult]:
-        batch = PartitionBatch(partition, expected_offset, next_offset, samples, dead_letters)
-        return self.write_batches(group, topic, [batch])
-
     def write_batches(
         self, group: str, topic: str, batches: Sequence[PartitionBatch]
     ) -> Deferred[WriteResult]:
@@ -650,9 +653,7 @@ class CopyWriter:
 
     def _call(self, function: Callable, *args: Any) -> Deferred:
         """``function(*args)`` in the pool, one call at a time."""
-        return self._lock.run(
-            deferToThreadPool, self._reactor, self._threadpool, function, *args
-        )
+        return self._lock.run(deferToThreadPool, self._reactor, self._threadpool, function, *args)
 
     # in the pool
 
