@@ -222,27 +222,36 @@ def _run_sink(bootstrap: str, dsn: str, writer_name: str, rows: int, batch: int)
 
 
 def copy_ceiling(dsn: str, rows: int, batch: int) -> dict:
-    """Migrate the database at ``dsn``, then binary-COPY ``samples(rows)``, decoded
-    beforehand, into ``telemetry`` in transactions of ``batch`` rows; the seconds and client
-    CPU seconds it took."""
+    """Migrate the database at ``dsn``, add the GPUs of ``samples(rows)`` to ``gpus``, then
+    binary-COPY the samples, decoded and keyed by gpus.id beforehand, into ``telemetry`` in
+    transactions of ``batch`` rows; the seconds and client CPU seconds the COPY took."""
     import psycopg
 
     from tmq.sink.schema import migrate
 
-    decoded = [
-        (
-            datetime.fromtimestamp(s.time_us / 1e6, UTC), s.uuid, s.metric, s.value,
-            s.container or None, s.pod or None, s.namespace or None,
-        )
-        for s in samples(rows)
-    ]  # fmt: skip
-    types = ("timestamptz", "text", "text", "float8", "text", "text", "text")
-    copy = (
-        "COPY telemetry (time, gpu, metric, value, container, pod, namespace) "
-        "FROM STDIN (FORMAT BINARY)"
-    )
+    every = list(samples(rows))
     with psycopg.connect(dsn) as connection:
         migrate(connection)
+        uuids = sorted({s.uuid for s in every})
+        ids = dict(connection.execute(
+            "INSERT INTO gpus (uuid, hostname, device, gpu_index, model, first_seen, last_seen)"
+            " SELECT uuid, '', '', 0, '', now(), now() FROM unnest(%s::text[]) AS u(uuid)"
+            " RETURNING uuid, id",
+            (uuids,),
+        ).fetchall())  # fmt: skip
+        connection.commit()
+        decoded = [
+            (
+                datetime.fromtimestamp(s.time_us / 1e6, UTC), ids[s.uuid], s.metric, s.value,
+                s.container or None, s.pod or None, s.namespace or None,
+            )
+            for s in every
+        ]  # fmt: skip
+        types = ("timestamptz", "int4", "text", "float8", "text", "text", "text")
+        copy = (
+            "COPY telemetry (time, gpu, metric, value, container, pod, namespace) "
+            "FROM STDIN (FORMAT BINARY)"
+        )
         cpu_start, start = time.process_time(), time.perf_counter()
         for first in range(0, rows, batch):
             with (

@@ -155,7 +155,9 @@ def csv_rows(path: Path) -> set[tuple[str, str, str, float | None]]:
 
 def db_rows(dsn: str) -> set[tuple[str, str, str, float | None]]:
     """Every telemetry row as ``csv_rows`` gives them."""
-    rows = query(dsn, "SELECT gpu, metric, time, value FROM telemetry")
+    rows = query(
+        dsn, "SELECT g.uuid, metric, time, value FROM telemetry t JOIN gpus g ON g.id = t.gpu"
+    )
     return {(g, m, t.isoformat().replace("+00:00", "Z"), v) for g, m, t, v in rows}
 
 

@@ -14,12 +14,12 @@ from tmq.sink.schema import MIGRATIONS, SCHEMA_VERSION, migrate, migrate_deferre
 
 TABLES = {
     "gpus": {
-        "uuid": "text", "hostname": "text", "device": "text", "gpu_index": "integer",
-        "model": "text", "driver": "text", "labels": "jsonb",
+        "uuid": "text", "id": "integer", "hostname": "text", "device": "text",
+        "gpu_index": "integer", "model": "text", "driver": "text", "labels": "jsonb",
         "first_seen": "timestamp with time zone", "last_seen": "timestamp with time zone",
     },
     "telemetry": {
-        "time": "timestamp with time zone", "gpu": "text", "metric": "text",
+        "time": "timestamp with time zone", "gpu": "integer", "metric": "text",
         "value": "double precision", "container": "text", "pod": "text", "namespace": "text",
     },
     "consumer_offsets": {
@@ -43,6 +43,7 @@ TABLES = {
 INDEXES = {
     ("gpus", "gpus_pkey"): "(uuid)",
     ("gpus", "gpus_hostname"): "(hostname, uuid)",
+    ("gpus", "gpus_id"): "UNIQUE INDEX gpus_id ON public.gpus USING btree (id)",
     ("telemetry", "telemetry_gpu_metric_time"): "UNIQUE INDEX telemetry_gpu_metric_time ON "
     "public.telemetry USING btree (gpu, metric, \"time\")",
     ("telemetry", "telemetry_gpu_time"): "(gpu, \"time\")",
@@ -105,7 +106,7 @@ class SchemaMigrationTests:
         for key, expected in INDEXES.items():
             assert expected in indexes[key], indexes[key]
         assert [name for name, _, _ in found["functions"]] == ["tmq_delete_telemetry_before"]
-        assert [version for version, _, _ in found["migrations"]] == [1, 2, 3]
+        assert [version for version, _, _ in found["migrations"]] == [1, 2, 3, 4]
 
     def test_migrating_again_changes_nothing(self, pg_dsn):
         """A second run applies nothing and leaves the schema exactly as it was, down to the
@@ -159,6 +160,45 @@ class SchemaMigrationTests:
         assert runner.call(run) == []
         assert migrate_dsn(pg_dsn) == []
 
+    def test_keying_telemetry_by_gpu_id_keeps_every_row(self, pg_dsn):
+        """Migration 4 moves version 3's uuid-keyed rows to gpus.id keys: every row is kept
+        with its values, a GPU found only in telemetry gets a gpus row, and the unique key
+        still holds."""
+        with psycopg.connect(pg_dsn, autocommit=True) as connection:
+            assert migrate(connection, up_to=3) == [1, 2, 3]
+            base = datetime(2025, 7, 18, tzinfo=UTC)
+            connection.execute(
+                "INSERT INTO gpus (uuid, hostname, device, gpu_index, model, first_seen,"
+                " last_seen) VALUES ('GPU-known', 'h1', 'nvidia0', 0, 'H100', %s, %s)",
+                (base, base),
+            )
+            connection.execute(
+                "INSERT INTO telemetry (time, gpu, metric, value, pod)"
+                " SELECT %s + i * interval '1 second', uuid, 'M', i, 'p'"
+                " FROM generate_series(0, 4) i, (VALUES ('GPU-known'), ('GPU-orphan')) u(uuid)",
+                (base,),
+            )
+            before = connection.execute(
+                "SELECT time, gpu, metric, value, pod FROM telemetry ORDER BY 2, 1"
+            ).fetchall()
+            assert migrate(connection) == [4]
+            after = connection.execute(
+                "SELECT time, g.uuid, metric, value, pod FROM telemetry t"
+                " JOIN gpus g ON g.id = t.gpu ORDER BY 2, 1"
+            ).fetchall()
+            orphan = connection.execute(
+                "SELECT first_seen, last_seen FROM gpus WHERE uuid = 'GPU-orphan'"
+            ).fetchone()
+            with pytest.raises(psycopg.errors.UniqueViolation):
+                connection.execute("INSERT INTO telemetry (time, gpu, metric) VALUES (%s, "
+                                   "(SELECT id FROM gpus WHERE uuid = 'GPU-known'), 'M')",
+                                   (base,))  # fmt: skip
+        assert after == before
+        assert orphan == (base, base + timedelta(seconds=4))
+        fresh = catalog(pg_dsn)
+        assert {(t, c): d for t, c, d, _ in fresh["columns"]}[("telemetry", "gpu")] == "integer"
+        assert {(t, n) for t, n, _ in fresh["indexes"]} == set(INDEXES)
+
     def test_migrate_refuses_an_open_transaction(self, pg_dsn):
         """A connection inside a transaction would hold the lock and the changes until its
         owner commits: migrate refuses it."""
@@ -175,7 +215,7 @@ class SchemaMigrationTests:
         with psycopg.connect(pg_dsn, autocommit=True) as connection:
             connection.execute(
                 "INSERT INTO telemetry (time, gpu, metric, value)"
-                " SELECT %s + i * interval '1 second', 'GPU-1', 'M', i"
+                " SELECT %s + i * interval '1 second', 1, 'M', i"
                 " FROM generate_series(0, 9) i",
                 (base,),
             )

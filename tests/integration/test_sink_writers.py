@@ -73,8 +73,8 @@ class Database:
 
     def telemetry(self) -> set[tuple]:
         return set(self.rows(
-            "SELECT (extract(epoch FROM time) * 1000000)::bigint, gpu, metric, value,"
-            " container, pod, namespace FROM telemetry"
+            "SELECT (extract(epoch FROM time) * 1000000)::bigint, g.uuid, metric, value,"
+            " container, pod, namespace FROM telemetry JOIN gpus g ON g.id = telemetry.gpu"
         ))
 
     def count(self, table: str) -> int:
@@ -390,6 +390,25 @@ class TelemetryWriterContractTests:
         assert (gpu["first_us"], gpu["last_us"]) == (T0, T0 + 9 * SECOND)
         assert (gpu["hostname"], gpu["driver"]) == ("host-c", "535.129.03")
         assert database.count("gpus") == 1
+
+    def test_gpu_ids_are_drawn_only_for_new_gpus(self, harness, database):
+        """Every row's gpu is its GPU's gpus.id, and updating known GPUs batch after batch
+        draws no id: the next new GPU gets the next number."""
+        writer = harness.writer()
+        for batch in range(3):
+            harness.write(writer, batch or None, batch + 1, [
+                sample(T0 + batch * SECOND, uuid="GPU-a"),
+                sample(T0 + batch * SECOND, uuid="GPU-b"),
+            ])  # fmt: skip
+        harness.write(writer, 3, 4, [sample(T0, uuid="GPU-c")])
+        ids = dict(database.rows("SELECT uuid, id FROM gpus"))
+        assert sorted(ids.values()) == [1, 2, 3]
+        assert ids["GPU-c"] == 3
+        assert database.rows(
+            "SELECT count(*) FROM telemetry t LEFT JOIN gpus g ON g.id = t.gpu"
+            " WHERE g.uuid IS NULL"
+        ) == [(0,)]
+        assert len(database.telemetry()) == database.count("telemetry") == 7
 
     def test_a_gpu_first_seen_without_a_driver_stores_null(self, harness, database):
         """An exporter that never reports the driver leaves gpus.driver NULL."""

@@ -3,14 +3,17 @@
 Tables (all times ``timestamptz``, UTC):
 
 ``gpus``: one row per GPU ever seen, kept by the writers' upsert.
-    ``uuid text`` primary key (``GPU-…``); ``hostname``, ``device`` (``nvidia0``),
-    ``gpu_index integer``, ``model``, ``driver`` (NULL when the exporter never said),
-    ``labels jsonb`` (the exporter labels of the newest sample but ``__name__``: per-GPU
+    ``uuid text`` primary key (``GPU-…``); ``id integer`` (identity, unique): the key
+    ``telemetry`` rows use, assigned once and never changed; ``hostname``, ``device``
+    (``nvidia0``), ``gpu_index integer``, ``model``, ``driver`` (NULL when the exporter never
+    said), ``labels jsonb`` (the exporter labels of the newest sample but ``__name__``: per-GPU
     facts such as ``instance`` and ``pci_bus_id``), ``first_seen``, ``last_seen``.
     Index ``gpus_hostname (hostname, uuid)`` serves ``GET /gpus?hostname=`` in uuid order.
 
 ``telemetry``: one row per sample.
-    ``time``, ``gpu text`` (the uuid), ``metric text`` (the DCGM field name),
+    ``time``, ``gpu integer`` (``gpus.id``: 4 bytes in the row and in both B-trees instead
+    of a 40-character uuid; the writers upsert the GPU in the same transaction, so every
+    ``gpu`` has its ``gpus`` row), ``metric text`` (the DCGM field name),
     ``value double precision`` (NULL for a DCGM blank), ``container``, ``pod``,
     ``namespace`` (NULL when no workload). The workload labels are columns; the other labels
     are per-GPU and live in ``gpus.labels``, not on every row.
@@ -54,8 +57,14 @@ from typing import Any
 import psycopg
 from twisted.internet.defer import Deferred, inlineCallbacks
 
-__all__ = ["MIGRATIONS", "MIGRATION_LOCK", "SCHEMA_VERSION", "Migration", "migrate",
-           "migrate_deferred"]
+__all__ = [
+    "MIGRATIONS",
+    "MIGRATION_LOCK",
+    "SCHEMA_VERSION",
+    "Migration",
+    "migrate",
+    "migrate_deferred",
+]
 
 #: The advisory lock key that serialises migrations ("tmq-sch" in ASCII).
 MIGRATION_LOCK = 0x746D712D736368
@@ -180,11 +189,51 @@ _RETENTION = (
     """,
 )
 
+# Version 3 keyed telemetry by the uuid text. The rows move to a new table keyed by gpus.id
+# (a GPU seen only in telemetry gets a gpus row first: nothing is dropped), whose constraint
+# and indexes are built after the copy, under the names version 1 gave them.
+_GPU_ID = (
+    "ALTER TABLE gpus ADD COLUMN id integer GENERATED ALWAYS AS IDENTITY",
+    "ALTER TABLE gpus ADD CONSTRAINT gpus_id UNIQUE (id)",
+    """
+    INSERT INTO gpus (uuid, hostname, device, gpu_index, model, first_seen, last_seen)
+    SELECT gpu, '', '', 0, '', min(time), max(time) FROM telemetry t
+    WHERE NOT EXISTS (SELECT 1 FROM gpus g WHERE g.uuid = t.gpu)
+    GROUP BY gpu ORDER BY gpu
+    """,
+    """
+    CREATE TABLE telemetry_by_id (
+        time timestamptz NOT NULL,
+        gpu integer NOT NULL,
+        metric text NOT NULL,
+        value double precision,
+        container text,
+        pod text,
+        namespace text
+    )
+    """,
+    """
+    INSERT INTO telemetry_by_id (time, gpu, metric, value, container, pod, namespace)
+    SELECT t.time, g.id, t.metric, t.value, t.container, t.pod, t.namespace
+    FROM telemetry t JOIN gpus g ON g.uuid = t.gpu
+    """,
+    "DROP TABLE telemetry",
+    "ALTER TABLE telemetry_by_id RENAME TO telemetry",
+    """
+    ALTER TABLE telemetry
+        ADD CONSTRAINT telemetry_gpu_metric_time UNIQUE (gpu, metric, time)
+    """,
+    "CREATE INDEX telemetry_gpu_time ON telemetry (gpu, time)",
+    "CREATE INDEX telemetry_time_brin ON telemetry USING brin (time)",
+    *_HYPERTABLE,
+)
+
 #: Every migration, oldest first. Append only: an applied migration never changes.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "core tables", _CORE_TABLES),
     Migration(2, "telemetry hypertable when TimescaleDB is available", _HYPERTABLE),
     Migration(3, "retention function", _RETENTION),
+    Migration(4, "telemetry keyed by the integer gpus.id", _GPU_ID),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
@@ -228,17 +277,18 @@ def _drive(steps: Steps, execute: Callable[[Step], list[tuple] | None]) -> bool:
         return finished.value
 
 
-def migrate(connection: psycopg.Connection) -> list[int]:
+def migrate(connection: psycopg.Connection, up_to: int = SCHEMA_VERSION) -> list[int]:
     """Apply the missing migrations on a blocking psycopg 3 connection.
 
     :param connection: an idle connection (no transaction open); each migration commits.
+    :param up_to: the last version to apply (an older schema, to test upgrades from it).
     :returns: the versions applied by this call, oldest first.
     """
     if connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         raise ValueError("migrate needs a connection without an open transaction")
 
     applied = []
-    for migration in MIGRATIONS:
+    for migration in MIGRATIONS[:up_to]:
         with connection.transaction(), connection.cursor() as cursor:
             if _drive(_migration_steps(migration), _blocking_executor(cursor)):
                 applied.append(migration.version)

@@ -68,8 +68,14 @@ class SinkStats:
     write_seconds: float = 0.0
 
 
+# The times the database and the API can hold: years 1 to 9999 (UTC), in µs since 1970.
+_FIRST_TIME_US = -62_135_596_800_000_000
+_LAST_TIME_US = 253_402_300_799_999_999
+
+
 def decode_records(records: list[ConsumerRecord]) -> tuple[list, list[DeadLetter]]:
-    """Samples of the records that are telemetry, and a dead letter for every other one."""
+    """Samples of the records that are telemetry, and a dead letter for every other one
+    (including a sample dated outside the years 1 to 9999, which no table could hold)."""
     samples = []
     dead = []
     for record in records:
@@ -77,9 +83,15 @@ def decode_records(records: list[ConsumerRecord]) -> tuple[list, list[DeadLetter
             dead.append(DeadLetter(record.offset, record.key, None, "record has no value"))
             continue
         try:
-            samples.append(decode_sample(record.value))
+            sample = decode_sample(record.value)
         except InvalidSample as error:
             dead.append(DeadLetter(record.offset, record.key, record.value, str(error)))
+            continue
+        if not _FIRST_TIME_US <= sample.time_us <= _LAST_TIME_US:
+            reason = f"time_us {sample.time_us} is outside the years 1 to 9999"
+            dead.append(DeadLetter(record.offset, record.key, record.value, reason))
+            continue
+        samples.append(sample)
     return samples, dead
 
 

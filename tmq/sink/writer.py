@@ -7,8 +7,9 @@ contract tests:
     txpostgres (psycopg2 in asynchronous mode) on the reactor, no thread. The samples travel
     as one array literal per column and are inserted from ``unnest``.
 ``CopyWriter``
-    psycopg 3 on an injected thread pool. The samples are sent with a binary COPY into a
-    temporary staging table and inserted from it.
+    psycopg 3 on an injected thread pool. The samples are sent as one binary COPY, built
+    here (``_copy_data``), straight into ``telemetry``; when that meets a stored sample, the
+    same bytes go into a temporary staging table and are inserted from it.
 
 One ``write_batch`` is one transaction on one connection (``_batch_steps``, shared by both):
 
@@ -18,13 +19,20 @@ One ``write_batch`` is one transaction on one connection (``_batch_steps``, shar
    the offset (or claimed the partition first; the loser of two concurrent inserts waits for
    the winner and then changes nothing); the transaction rolls back and ``FencedError`` says
    where the offset is;
-2. the samples: ``INSERT INTO telemetry … ON CONFLICT DO NOTHING``, so samples already stored
-   and samples repeated within the batch are absorbed, never an error;
-3. the ``gpus`` upsert (in uuid order, so concurrent batches lock rows in one order):
-   ``first_seen`` only moves back, ``last_seen`` only forward, and the descriptive columns
-   (hostname, device, index, model, labels; the driver when known) come from the newest
-   sample;
+2. the ``gpus`` upsert, which answers the ``gpus.id`` of every GPU of the batch: known GPUs
+   are updated, new ones inserted (in uuid order; an id is drawn only for a GPU not found,
+   so ids are not used up by updates). ``first_seen`` only moves back, ``last_seen`` only
+   forward, and the descriptive columns (hostname, device, index, model, labels; the driver
+   when known) come from the newest sample;
+3. the samples, keyed by those ids: first a plain insert in a savepoint (the cheap, common
+   case), and when it meets a unique violation, ``INSERT … ON CONFLICT DO NOTHING``, so
+   samples already stored and samples repeated within the batch are absorbed, never an
+   error;
 4. the dead letters, with their raw bytes and reason.
+
+Two sinks updating the same GPU at once (only when a GPU's records reach two partitions
+owned by different instances) may lock its row in opposite orders; PostgreSQL then aborts
+one transaction as a deadlock, which the service retries like any failed write.
 
 The transaction runs at READ COMMITTED whatever the server's default, which is what makes the
 fence wait for a concurrent writer and then fail instead of raising a serialization error.
@@ -40,6 +48,7 @@ whose ``actual`` is the batch's own ``next_offset`` means the first attempt was 
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -213,40 +222,47 @@ _LOAD_OFFSETS = """
     SELECT partition, next_offset FROM consumer_offsets
     WHERE consumer_group = %s AND topic = %s
 """
-_TELEMETRY_COLUMNS = "time_us, gpu, metric, value, container, pod, namespace"
-# Plain first (in a savepoint): cheaper than ON CONFLICT, which only replays and refills need.
-_INSERT_TELEMETRY_PLAIN = f"""
-    INSERT INTO telemetry (time, gpu, metric, value, container, pod, namespace)
-    SELECT {_EPOCH_US.format("time_us")}, gpu, metric, value,
-           NULLIF(container, ''), NULLIF(pod, ''), NULLIF(namespace, '')
-    FROM {{source}}
+# The newest sample's descriptive columns win; ``{new}`` is the incoming row.
+_NEWEST = """
+        first_seen = least(g.first_seen, {new}.first_seen),
+        last_seen = greatest(g.last_seen, {new}.last_seen),
+        hostname = CASE WHEN {new}.last_seen >= g.last_seen
+                        THEN {new}.hostname ELSE g.hostname END,
+        device = CASE WHEN {new}.last_seen >= g.last_seen
+                      THEN {new}.device ELSE g.device END,
+        gpu_index = CASE WHEN {new}.last_seen >= g.last_seen
+                         THEN {new}.gpu_index ELSE g.gpu_index END,
+        model = CASE WHEN {new}.last_seen >= g.last_seen
+                     THEN {new}.model ELSE g.model END,
+        labels = CASE WHEN {new}.last_seen >= g.last_seen
+                      THEN {new}.labels ELSE g.labels END,
+        driver = CASE WHEN {new}.last_seen >= g.last_seen
+                      THEN coalesce({new}.driver, g.driver)
+                      ELSE coalesce(g.driver, {new}.driver) END
 """
-_INSERT_TELEMETRY = _INSERT_TELEMETRY_PLAIN + "    ON CONFLICT DO NOTHING\n"
+_GPU_COLUMNS = "uuid, hostname, device, gpu_index, model, driver, labels, first_seen, last_seen"
+# Answers (uuid, id) for every GPU of the batch. The INSERT takes only the GPUs the UPDATE
+# did not find: its ON CONFLICT is for a GPU another transaction added meanwhile.
 _UPSERT_GPUS = f"""
-    INSERT INTO gpus AS g
-        (uuid, hostname, device, gpu_index, model, driver, labels, first_seen, last_seen)
-    SELECT uuid, hostname, device, gpu_index, model, NULLIF(driver, ''), labels,
-           {_EPOCH_US.format("first_us")}, {_EPOCH_US.format("last_us")}
-    FROM unnest(%s::text[], %s::text[], %s::text[], %s::integer[], %s::text[], %s::text[],
-                %s::jsonb[], %s::bigint[], %s::bigint[])
-         AS s(uuid, hostname, device, gpu_index, model, driver, labels, first_us, last_us)
-    ORDER BY uuid
-    ON CONFLICT (uuid) DO UPDATE SET
-        first_seen = least(g.first_seen, EXCLUDED.first_seen),
-        last_seen = greatest(g.last_seen, EXCLUDED.last_seen),
-        hostname = CASE WHEN EXCLUDED.last_seen >= g.last_seen
-                        THEN EXCLUDED.hostname ELSE g.hostname END,
-        device = CASE WHEN EXCLUDED.last_seen >= g.last_seen
-                      THEN EXCLUDED.device ELSE g.device END,
-        gpu_index = CASE WHEN EXCLUDED.last_seen >= g.last_seen
-                         THEN EXCLUDED.gpu_index ELSE g.gpu_index END,
-        model = CASE WHEN EXCLUDED.last_seen >= g.last_seen
-                     THEN EXCLUDED.model ELSE g.model END,
-        labels = CASE WHEN EXCLUDED.last_seen >= g.last_seen
-                      THEN EXCLUDED.labels ELSE g.labels END,
-        driver = CASE WHEN EXCLUDED.last_seen >= g.last_seen
-                      THEN coalesce(EXCLUDED.driver, g.driver)
-                      ELSE coalesce(g.driver, EXCLUDED.driver) END
+    WITH s AS (
+        SELECT uuid, hostname, device, gpu_index, model, NULLIF(driver, '') AS driver, labels,
+               {_EPOCH_US.format("first_us")} AS first_seen,
+               {_EPOCH_US.format("last_us")} AS last_seen
+        FROM unnest(%s::text[], %s::text[], %s::text[], %s::integer[], %s::text[],
+                    %s::text[], %s::jsonb[], %s::bigint[], %s::bigint[])
+             AS s(uuid, hostname, device, gpu_index, model, driver, labels, first_us, last_us)
+    ), known AS (
+        UPDATE gpus AS g SET {_NEWEST.format(new="s")}
+        FROM s WHERE g.uuid = s.uuid
+        RETURNING g.uuid, g.id
+    ), added AS (
+        INSERT INTO gpus AS g ({_GPU_COLUMNS})
+        SELECT {_GPU_COLUMNS} FROM s WHERE s.uuid NOT IN (SELECT uuid FROM known)
+        ORDER BY uuid
+        ON CONFLICT (uuid) DO UPDATE SET {_NEWEST.format(new="EXCLUDED")}
+        RETURNING g.uuid, g.id
+    )
+    SELECT uuid, id FROM known UNION ALL SELECT uuid, id FROM added
 """
 _INSERT_DEAD_LETTERS = """
     INSERT INTO dead_letters
@@ -267,20 +283,28 @@ class Statement(NamedTuple):
 
 
 class Copy(NamedTuple):
-    """A binary ``COPY … FROM STDIN`` of ``rows`` with the column ``types``."""
+    """A ``COPY … FROM STDIN (FORMAT BINARY)`` sending ``data``: the whole binary COPY
+    stream, signature to trailer."""
 
     sql: str
-    types: Sequence[str]
-    rows: Iterable[Sequence[Any]]
+    data: bytes
 
 
 class Attempt(NamedTuple):
-    """A statement run in a savepoint: a unique violation rolls back to the savepoint and
+    """``step`` run in a savepoint: a unique violation rolls back to the savepoint and
     answers a row count of -1 instead of failing the transaction (on success the row count
-    answered is not the statement's)."""
+    answered is not the step's)."""
 
-    sql: str
-    params: Sequence[Any] | None = None
+    step: Statement | Copy
+
+
+class TelemetryRows(NamedTuple):
+    """How a writer stores a batch's samples: ``attempt`` inserts every one of them or fails
+    with a unique violation; then ``fallback`` inserts those not stored yet, and the row
+    count of its last step is how many it inserted."""
+
+    attempt: Statement | Copy
+    fallback: Sequence[Statement | Copy]
 
 
 class Outcome(NamedTuple):
@@ -312,11 +336,10 @@ def _batch_steps(
     group: str,
     topic: str,
     batches: list[PartitionBatch],
-    telemetry: Callable[[Sequence[Sample]], tuple],
+    telemetry: Callable[[Sequence[Sample], Mapping[str, int]], TelemetryRows],
 ) -> BatchSteps:
-    """The statements of one ``write_batches`` transaction. ``telemetry(samples)`` gives
-    ``(steps, source, params)``: the steps that make the samples a row source, and that
-    source and its parameters for the ``INSERT … SELECT`` of ``telemetry``."""
+    """The statements of one ``write_batches`` transaction. ``telemetry(samples, gpu_ids)``
+    says how to store the samples, given the ``gpus.id`` of each uuid."""
     for batch in batches:
         key = (group, topic, batch.partition)
         if batch.expected_offset is None:
@@ -331,16 +354,15 @@ def _batch_steps(
     samples = [sample for batch in batches for sample in batch.samples]
     inserted = 0
     if samples:
-        prelude, source, params = telemetry(samples)
-        for step in prelude:  # noqa: UP028 - the drivers send outcomes, lists take none
-            yield step
-        outcome = yield Attempt(_INSERT_TELEMETRY_PLAIN.format(source=source), params)
+        gpu_ids = dict((yield Statement(_UPSERT_GPUS, _gpu_columns(samples))).rows)
+        rows = telemetry(samples, gpu_ids)
+        outcome = yield Attempt(rows.attempt)
         if outcome.rowcount < 0:  # some sample is stored already, or repeated in the batch
-            outcome = yield Statement(_INSERT_TELEMETRY.format(source=source), params)
+            for step in rows.fallback:
+                outcome = yield step
             inserted = outcome.rowcount
         else:
-            inserted = len(samples)  # a plain INSERT writes every row or fails
-        yield Statement(_UPSERT_GPUS, _gpu_columns(samples))
+            inserted = len(samples)  # a plain insert writes every row or fails
     dead_letters = 0
     for batch in batches:
         letters = batch.dead_letters
@@ -436,25 +458,29 @@ def _retention(step: Callable[[], Deferred[list[tuple]]], batch_rows: int):
 
 # -- writer A: txpostgres on the reactor ----------------------------------------------------
 
-_UNNEST_SOURCE = (
-    "unnest(%s::bigint[], %s::text[], %s::text[], %s::float8[], %s::text[], %s::text[], "
-    f"%s::text[]) AS s({_TELEMETRY_COLUMNS})"
-)
+_INSERT_UNNEST = f"""
+    INSERT INTO telemetry (time, gpu, metric, value, container, pod, namespace)
+    SELECT {_EPOCH_US.format("time_us")}, gpu, metric, value,
+           NULLIF(container, ''), NULLIF(pod, ''), NULLIF(namespace, '')
+    FROM unnest(%s::bigint[], %s::integer[], %s::text[], %s::float8[], %s::text[],
+                %s::text[], %s::text[])
+         AS s(time_us, gpu, metric, value, container, pod, namespace)
+"""
 
 
-def _unnest_telemetry(samples: Sequence[Sample]) -> tuple:
-    return (
-        [],
-        _UNNEST_SOURCE,
-        (
-            _number_array([sample.time_us for sample in samples]),
-            _text_array([sample.uuid for sample in samples]),
-            _text_array([sample.metric for sample in samples]),
-            _number_array([sample.value for sample in samples]),
-            _text_array([sample.container for sample in samples]),
-            _text_array([sample.pod for sample in samples]),
-            _text_array([sample.namespace for sample in samples]),
-        ),
+def _unnest_telemetry(samples: Sequence[Sample], gpu_ids: Mapping[str, int]) -> TelemetryRows:
+    columns = (
+        _number_array([sample.time_us for sample in samples]),
+        _number_array([gpu_ids[sample.uuid] for sample in samples]),
+        _text_array([sample.metric for sample in samples]),
+        _number_array([sample.value for sample in samples]),
+        _text_array([sample.container for sample in samples]),
+        _text_array([sample.pod for sample in samples]),
+        _text_array([sample.namespace for sample in samples]),
+    )
+    return TelemetryRows(
+        Statement(_INSERT_UNNEST, columns),
+        [Statement(_INSERT_UNNEST + "    ON CONFLICT DO NOTHING\n", columns)],
     )
 
 
@@ -580,7 +606,7 @@ def _drive_cursor(cursor: Any, steps: BatchSteps):
             if isinstance(step, Attempt):
                 # one round trip: the statement between its savepoint and the release
                 try:
-                    yield cursor.execute(_ATTEMPT.format(step.sql), step.params)
+                    yield cursor.execute(_ATTEMPT.format(step.step.sql), step.step.params)
                 except psycopg2.errors.UniqueViolation:
                     yield cursor.execute("ROLLBACK TO SAVEPOINT tmq_attempt")
                     step = steps.send(Outcome(-1, None))
@@ -596,22 +622,70 @@ def _drive_cursor(cursor: Any, steps: BatchSteps):
 
 # -- writer B: psycopg 3 binary COPY on a thread pool ---------------------------------------
 
+# The binary COPY of telemetry, in this column order (DESIGN §6; PostgreSQL's binary COPY
+# format): the signature, flags and header extension length; per row a field count (int16)
+# and per field its length (int32, -1 for NULL) and bytes: time (int64 µs since
+# 2000-01-01 UTC), value (float8), gpu (int4), metric, container, pod, namespace (UTF-8;
+# NULL for an empty workload label); the trailer (int16 -1).
+_COPY_COLUMNS = "time, value, gpu, metric, container, pod, namespace"
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+_COPY_TRAILER = struct.pack(">h", -1)
+_POSTGRES_EPOCH_US = 946_684_800_000_000  # 2000-01-01 UTC in µs since 1970
+_ROW_START = struct.Struct(">hiqid").pack  # 7 fields; time; value
+_ROW_START_NULL = struct.Struct(">hiqi").pack  # 7 fields; time; NULL value
+_INT4 = struct.Struct(">ii").pack
+_NULL = struct.pack(">i", -1)
+_ROW_ENDS_MAX = 65536
+
 _STAGING = "telemetry_staging"
 _CREATE_STAGING = f"""
     CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGING} (
-        time_us bigint, gpu text, metric text, value double precision,
+        time timestamptz, value double precision, gpu integer, metric text,
         container text, pod text, namespace text
     ) ON COMMIT DELETE ROWS
 """
-_COPY_STAGING = f"COPY {_STAGING} ({_TELEMETRY_COLUMNS}) FROM STDIN (FORMAT BINARY)"
-_STAGING_TYPES = ("int8", "text", "text", "float8", "text", "text", "text")
+_COPY = "COPY {} (" + _COPY_COLUMNS + ") FROM STDIN (FORMAT BINARY)"
+_INSERT_STAGED = f"""
+    INSERT INTO telemetry ({_COPY_COLUMNS}) SELECT {_COPY_COLUMNS} FROM {_STAGING}
+    ON CONFLICT DO NOTHING
+"""
 
 
-def _staged_telemetry(samples: Sequence[Sample]) -> tuple:
-    rows = (
-        (s.time_us, s.uuid, s.metric, s.value, s.container, s.pod, s.namespace) for s in samples
-    )
-    return [Copy(_COPY_STAGING, _STAGING_TYPES, rows)], _STAGING, None
+def _text_field(text: str) -> bytes:
+    if not text:
+        return _NULL
+    data = text.encode()
+    return struct.pack(">i", len(data)) + data
+
+
+class _CopyData:
+    """Builds the binary COPY stream of a batch. The fields after the value repeat for each
+    series (GPU, metric, workload), so their bytes are built once and kept (bounded)."""
+
+    def __init__(self) -> None:
+        self._row_ends: dict[tuple, bytes] = {}
+
+    def __call__(self, samples: Sequence[Sample], gpu_ids: Mapping[str, int]) -> bytes:
+        row_ends = self._row_ends
+        parts = [_COPY_SIGNATURE]
+        append = parts.append
+        for time_us, metric, _, _, uuid, _, _, container, pod, namespace, value, _ in samples:
+            series = (gpu_ids[uuid], metric, container, pod, namespace)
+            end = row_ends.get(series)
+            if end is None:
+                if len(row_ends) >= _ROW_ENDS_MAX:
+                    row_ends.clear()
+                end = row_ends[series] = b"".join((
+                    _INT4(4, series[0]), _text_field(metric), _text_field(container),
+                    _text_field(pod), _text_field(namespace),
+                ))  # fmt: skip
+            stamp = time_us - _POSTGRES_EPOCH_US
+            if value is None:
+                append(_ROW_START_NULL(7, 8, stamp, -1) + end)
+            else:
+                append(_ROW_START(7, 8, stamp, 8, value) + end)
+        append(_COPY_TRAILER)
+        return b"".join(parts)
 
 
 class CopyWriter(_OnePartition):
@@ -629,6 +703,7 @@ class CopyWriter(_OnePartition):
         self._dsn = dsn
         self._connection: psycopg.Connection | None = None
         self._lock = DeferredLock()
+        self._copy_data = _CopyData()
 
     def start(self) -> Deferred[None]:
         return self._call(self._connected).addCallback(lambda _: None)
@@ -639,8 +714,15 @@ class CopyWriter(_OnePartition):
     def write_batches(
         self, group: str, topic: str, batches: Sequence[PartitionBatch]
     ) -> Deferred[WriteResult]:
-        steps = _batch_steps(group, topic, _checked(batches), _staged_telemetry)
+        steps = _batch_steps(group, topic, _checked(batches), self._telemetry)
         return self._call(self._transaction, steps)
+
+    def _telemetry(self, samples: Sequence[Sample], gpu_ids: Mapping[str, int]) -> TelemetryRows:
+        data = self._copy_data(samples, gpu_ids)
+        return TelemetryRows(
+            Copy(_COPY.format("telemetry"), data),
+            [Copy(_COPY.format(_STAGING), data), Statement(_INSERT_STAGED)],
+        )
 
     def load_offsets(self, group: str, topic: str) -> Deferred[dict[int, int]]:
         return self._call(self._query, _LOAD_OFFSETS, (group, topic)).addCallback(dict)
@@ -696,26 +778,26 @@ class CopyWriter(_OnePartition):
 
 def _drive_blocking(cursor: psycopg.Cursor, steps: BatchSteps) -> WriteResult:
     """Run ``steps`` on a psycopg 3 cursor inside a transaction."""
+
+    def run(step: Statement | Copy) -> Outcome:
+        if isinstance(step, Copy):
+            with cursor.copy(step.sql) as copy:
+                copy.write(step.data)
+            return Outcome(cursor.rowcount, None)
+        cursor.execute(step.sql, step.params)
+        return Outcome(cursor.rowcount, cursor.fetchall() if cursor.description else None)
+
     try:
         step = next(steps)
         while True:
-            if isinstance(step, Copy):
-                with cursor.copy(step.sql) as copy:
-                    copy.set_types(step.types)
-                    for row in step.rows:
-                        copy.write_row(row)
-                outcome = Outcome(cursor.rowcount, None)
-            elif isinstance(step, Attempt):
+            if isinstance(step, Attempt):
                 try:
                     with cursor.connection.transaction():  # a savepoint
-                        cursor.execute(step.sql, step.params)
-                    outcome = Outcome(cursor.rowcount, None)
+                        outcome = run(step.step)
                 except psycopg.errors.UniqueViolation:
                     outcome = Outcome(-1, None)
             else:
-                cursor.execute(step.sql, step.params)
-                rows = cursor.fetchall() if cursor.description else None
-                outcome = Outcome(cursor.rowcount, rows)
+                outcome = run(step)
             step = steps.send(outcome)
     except StopIteration as finished:
         return finished.value
