@@ -188,16 +188,37 @@ class RollTests:
         assert [s.base_offset for s in log.segments] == [0, 15, 30]
         assert all(s.size <= 3 * one for s in log.segments)
 
-    def test_roll_on_segment_ms(self):
-        """A non-empty segment older than segment.ms rolls on the next append."""
+    def test_roll_on_segment_ms_of_record_times(self):
+        """A batch whose max timestamp is more than segment.ms past the first batch's rolls
+        the segment, whatever the clock says."""
+        _, log = new_log(LogConfig(segment_ms=1000))
+        log.append(batch(1, timestamp=T0), leader_epoch=0)
+        log.append(batch(1, timestamp=T0 + 1000), leader_epoch=0)
+        assert len(log.segments) == 1
+        log.append(batch(1, timestamp=T0 + 1001), leader_epoch=0)
+        assert [s.base_offset for s in log.segments] == [0, 2]
+
+    def test_old_record_times_do_not_roll_a_segment_per_batch(self):
+        """Data stamped long ago (a replay), appended when the clock is far ahead, stays in
+        one segment: the clock is not compared with record times."""
+        clock = Clock(T0 + 30 * 86_400_000)
+        _, log = new_log(LogConfig(segment_ms=1000), clock)
+        for i in range(5):
+            log.append(batch(1, timestamp=T0 + i), leader_epoch=0)
+            clock.now += 5000
+        assert len(log.segments) == 1
+
+    def test_segment_without_record_times_ages_by_the_clock(self):
+        """When the first batch has no timestamp (-1), the segment rolls once it has been
+        the active segment for more than segment.ms."""
         clock = Clock()
         _, log = new_log(LogConfig(segment_ms=1000), clock)
-        log.append(batch(1), leader_epoch=0)
-        clock.now += 999
-        log.append(batch(1), leader_epoch=0)
+        log.append(batch(1, timestamp=-1), leader_epoch=0)
+        clock.now += 1000
+        log.append(batch(1, timestamp=-1), leader_epoch=0)
         assert len(log.segments) == 1
-        clock.now += 2
-        log.append(batch(1), leader_epoch=0)
+        clock.now += 1
+        log.append(batch(1, timestamp=-1), leader_epoch=0)
         assert [s.base_offset for s in log.segments] == [0, 2]
 
     def test_roll_on_full_index(self):

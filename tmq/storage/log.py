@@ -124,6 +124,9 @@ class PartitionLog:
         self.segments = segments
         self.epochs = epochs
         self._io_lock = threading.Lock()
+        # the active segment as of the last append check, and since when (clock) it is
+        self._active_seen: LogSegment | None = None
+        self._active_since = 0
         self._unflushed_closed: list[LogSegment] = []
         #: Offsets below this are known to be on disk (the recovery point).
         self.durable_offset = self.log_end_offset
@@ -308,13 +311,23 @@ class PartitionLog:
             raise KafkaStorageError(f"append to {self.directory} failed: {error}") from error
 
     def _should_roll(self, header: RecordBatchHeader) -> bool:
+        """Kafka's roll rules (``LogSegment.shouldRoll``). ``segment.ms`` compares record
+        times, not the clock: the incoming batch's max timestamp against the segment's first
+        batch's, so a replay of old data does not roll a segment per batch; only a segment
+        whose first batch has no timestamp is aged by the clock, since it became active."""
         segment = self.active
+        if segment is not self._active_seen:
+            self._active_seen, self._active_since = segment, self.clock()
         if segment.is_empty:
             return False
         config = self.config
+        first = segment.first_batch_timestamp
+        waited = (
+            header.max_timestamp - first if first >= 0 else self.clock() - self._active_since
+        )
         return (
             segment.size + header.size > config.segment_bytes
-            or self.clock() - segment.first_batch_timestamp > config.segment_ms
+            or waited > config.segment_ms
             or len(segment.offset_index) >= config.max_index_entries
             or header.last_offset - segment.base_offset > _MAX_RELATIVE_OFFSET
         )
