@@ -66,6 +66,11 @@ EXAMPLE_MAP = {
 }
 
 
+def packed_sample(sample: Sample) -> bytes:
+    """The documented map of ``sample``, packed by msgpack."""
+    return msgpack.packb({"version": 1, **sample._asdict()})
+
+
 def packed(**changes) -> bytes:
     """EXAMPLE_MAP with ``changes`` (a value of ``...`` removes the key), packed."""
     fields = {**EXAMPLE_MAP, **changes}
@@ -89,10 +94,18 @@ class RoundTripTests:
     @given(samples)
     def test_bytes_equal_packing_the_documented_map(self, sample):
         """The pieces cached by encode_sample add up to exactly the packed map, in order."""
-        fields = dict(zip(("time_us", *sample._fields[1:]), sample, strict=True))
-        expected = msgpack.packb({"version": 1, **fields})
+        expected = packed_sample(sample)
         assert encode_sample(sample) == expected
         assert encode_sample(sample) == expected  # from the caches
+
+    @given(st.lists(samples, min_size=2, max_size=6), st.data())
+    def test_samples_sharing_a_time(self, batch, data):
+        """A scrape's samples share their time, which encode_sample packs once: each sample
+        still packs to exactly its own map."""
+        times = (batch[0].time_us, batch[-1].time_us)
+        for sample in batch:
+            sample = sample._replace(time_us=data.draw(st.sampled_from(times)))
+            assert encode_sample(sample) == packed_sample(sample)
 
     def test_record_key_is_the_uuid(self):
         """The record key is the UUID in UTF-8."""

@@ -405,16 +405,16 @@ def _gpu_columns(samples: Sequence[Sample]) -> list[str]:
     ``__name__``. (Literals, built here, are faster than either driver's list adaptation.)"""
     first: dict[str, int] = {}
     newest: dict[str, Sample] = {}
-    for sample in samples:
-        uuid = sample.uuid
+    for sample in samples:  # by index: this runs for every row
+        uuid, time_us = sample[4], sample[0]
         known = newest.get(uuid)
         if known is None:
-            first[uuid] = sample.time_us
+            first[uuid] = time_us
             newest[uuid] = sample
-        else:
-            first[uuid] = min(first[uuid], sample.time_us)
-            if sample.time_us >= known.time_us:
-                newest[uuid] = sample
+        elif time_us >= known[0]:
+            newest[uuid] = sample
+        elif time_us < first[uuid]:
+            first[uuid] = time_us
     gpus = [newest[uuid] for uuid in sorted(newest)]
     return [
         _text_array([gpu.uuid for gpu in gpus]),

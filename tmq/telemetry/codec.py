@@ -30,11 +30,13 @@ and rejects anything else that does not match the table with :class:`InvalidSamp
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
+from functools import lru_cache
 from operator import itemgetter
 
 import msgpack
 
-from .model import MAX_GPU_INDEX, Sample, is_blank, is_metric_name
+from .model import DCGM_INT32_BLANK, MAX_GPU_INDEX, Sample, is_blank, is_metric_name
 
 __all__ = ["VERSION", "InvalidSample", "decode_sample", "encode_sample", "record_key"]
 
@@ -76,12 +78,17 @@ _pack = msgpack.Packer().pack
 
 # encode_sample writes the map of the module docstring piece by piece, byte for byte what
 # packing the dict would give: a fleet repeats a GPU's descriptive fields and its label map
-# sample after sample, so those pieces are packed once and kept (bounded caches).
+# sample after sample, and a scrape's samples share their time, so those pieces are packed once
+# and kept (bounded caches; the last time only).
 _HEAD = _pack(VERSION).join((b"\x8d" + _pack("version"), _pack("time_us")))
 _VALUE_KEY = _pack("value")
-_LABELS_KEY_PACKED = _pack("labels")
-_packed_middles: dict[tuple, bytes] = {}  # (metric .. namespace) -> their packed entries
-_packed_labels: dict[int, tuple[object, bytes]] = {}  # id(labels) -> (labels, packed)
+_LABELS_KEY = _pack("labels")
+# (metric .. namespace) -> their packed entries + _VALUE_KEY (decode_sample's middle)
+_packed_middles: dict[tuple, bytes] = {}
+_packed_labels: dict[int, tuple[object, bytes]] = {}  # id(labels) -> (labels, key + packed)
+# (time_us, _HEAD + the packed time) of the last sample: one tuple, read and replaced whole,
+# so threads may share it too.
+_packed_head = (None, b"")
 
 
 def encode_sample(sample: Sample) -> bytes:
@@ -91,24 +98,29 @@ def encode_sample(sample: Sample) -> bytes:
     packed once per map object: it must not change once a sample holding it was encoded
     (the sources never change one).
     """
+    global _packed_head
     (time_us, metric, gpu_index, device, uuid, model, hostname, container, pod, namespace,
      value, labels) = sample  # fmt: skip
+    head = _packed_head
+    if head[0] != time_us:
+        head = _packed_head = (time_us, _HEAD + _pack(time_us))
     middle_key = (metric, gpu_index, device, uuid, model, hostname, container, pod, namespace)
     middle = _packed_middles.get(middle_key)
     if middle is None:
         if len(_packed_middles) >= _CACHE_MAX:
             _packed_middles.clear()
-        middle = _packed_middles[middle_key] = b"".join(
-            _pack(name) + _pack(field) for name, field in zip(_MIDDLE, middle_key, strict=True)
+        middle = _packed_middles[middle_key] = (
+            b"".join(
+                _pack(name) + _pack(field) for name, field in zip(_MIDDLE, middle_key, strict=True)
+            )
+            + _VALUE_KEY
         )
     known = _packed_labels.get(id(labels))
     if known is None or known[0] is not labels:
         if len(_packed_labels) >= _CACHE_MAX:
             _packed_labels.clear()
-        known = _packed_labels[id(labels)] = (labels, _pack(labels))
-    return b"".join(
-        (_HEAD, _pack(time_us), middle, _VALUE_KEY, _pack(value), _LABELS_KEY_PACKED, known[1])
-    )
+        known = _packed_labels[id(labels)] = (labels, _LABELS_KEY + _pack(labels))
+    return b"".join((head[1], middle, _pack(value), known[1]))
 
 
 _MIDDLE = (
@@ -125,19 +137,39 @@ def decode_sample(data: bytes) -> Sample:
         the wrong type or out of range (empty uuid, metric not a DCGM field name, GPU index
         outside 0..65535, value not finite, time outside int64, a label not str -> str).
     """
-    at, middle_end = _layout(data)
-    if middle_end:
-        middle = data[_MIDDLE_AT:middle_end]
-        known = _known_middles.get(middle)
-        labels = _known_labels.get(data[at + len(_LABELS_KEY) :])
-        if known is not None and labels is not None:
-            time_us = _unpack_uint64(data, _TIME_AT)[0]
-            if time_us > _INT64_MAX:
-                raise InvalidSample(f"time_us {time_us} is outside int64")
-            value_at = middle_end + len(_VALUE_KEY)
-            value = None if data[value_at] == _NIL else _finite(_unpack_double(data, value_at + 1)[0])
-            return _new_sample(Sample, (time_us, *known, value, labels))
-    fields, labels_raw = _split(data, at)
+    # The first fast path (see below); the value 0xcb + 8 bytes or 0xc0 ends where the last
+    # b"\xa6labels" starts.
+    if type(data) is not bytes or not data.startswith(_HEAD_UINT64):
+        return _decode(data, None)
+    at = data.rfind(_LABELS_KEY)
+    if data[at - 9] == _FLOAT64:
+        value_at = at - 9
+    elif data[at - 1] == _NIL:
+        value_at = at - 1
+    else:
+        return _decode(data, None)
+    middle = data[_MIDDLE_AT:value_at] if value_at > _MIDDLE_AT else None
+    known = _known_middles.get(middle)
+    labels = _known_labels.get(data[at + len(_LABELS_KEY) :])
+    if known is None or labels is None:
+        return _decode(data, middle)
+    fields, unpack_time_and_float64 = known
+    if value_at == at - 1:
+        time_us, value = _unpack_uint64(data, _TIME_AT)[0], None
+    else:
+        time_us, value = unpack_time_and_float64(data)
+    if time_us > _INT64_MAX:
+        raise InvalidSample(f"time_us {time_us} is outside int64")
+    if value is not None and (value - value != 0 or value >= _LEAST_BLANK):
+        value = _finite(value)
+    return _new_sample(Sample, (time_us, *fields, value, labels))
+
+
+def _decode(data: bytes, middle: bytes | None) -> Sample:
+    """decode_sample by the second fast path or the plain path. ``middle`` is what the first
+    fast path took for the middle of ``data`` (None when ``data`` is not laid out for it); it is
+    remembered when the sample is valid and those bytes prove to be its middle."""
+    fields, labels_raw = _split(data)
     if fields is None:
         try:
             fields = msgpack.unpackb(data, raw=False, strict_map_key=True)
@@ -177,7 +209,7 @@ def decode_sample(data: bytes) -> Sample:
         if labels_raw is not None:
             _remember_labels(labels_raw, labels)
     value = _value(fields)
-    if middle_end and known is None:
+    if middle is not None and middle not in _known_middles:
         _remember_middle(middle, values[1:10])
     return Sample(
         time_us, metric, gpu_index, device, uuid, model, hostname, container, pod, namespace,
@@ -185,70 +217,55 @@ def decode_sample(data: bytes) -> Sample:
     )  # fmt: skip
 
 
-# The fast paths. A fleet repeats the same label maps and the same descriptive fields (metric
-# .. namespace) record after record; only the time and the value change.
+# The fast paths. A fleet repeats the same descriptive fields (metric .. namespace) and the same
+# label maps record after record; only the time and the value change.
 #
-# The fastest: a value laid out as encode_sample writes it, with a uint64 time and a float 64
-# or nil value, i.e. the bytes
+# The first (decode_sample) takes a value laid out as encode_sample writes it, with a uint64
+# time and a float 64 or nil value: the bytes
 #
-#     _HEAD, 0xcf + 8 bytes (time_us), middle, b"\xa5value", 0xcb + 8 bytes or 0xc0, _LABELS_KEY,
-#     labels map
+#     _HEAD, 0xcf + 8 bytes (time_us), middle, 0xcb + 8 bytes or 0xc0, b"\xa6labels", labels map
 #
-# (:func:`_layout` finds the pieces), whose middle and labels map bytes are both known: each is
-# remembered only once those bytes were seen to decode, on their own, to exactly the checked
-# fields (the middle: 18 complete msgpack objects, the 9 entries metric .. namespace in that
-# order; the labels: one complete map). msgpack objects are prefix-free (an object's bytes say
-# where it ends), so a parser reading such a value from its first byte consumes exactly these
-# pieces, one after another, and ends at its last byte: this split is the value's only reading,
-# a map of 13 distinct keys, and the plain path would decode it to the same fields. Of its
-# checks only the time's range and the value's can then fail, in that order, as here.
+# where the middle (the key of _known_middles) is the 9 entries metric .. namespace followed by
+# the key b"\xa5value", and both the middle and the labels map bytes are known. Each is
+# remembered only once those bytes were seen to decode, on their own, to exactly what the plain
+# path accepted: the middle to 18 complete msgpack objects, the entries metric .. namespace in
+# that order, then "value"; the labels to one complete map. msgpack objects are prefix-free (an
+# object's bytes say where it ends), so a parser reading such a value from its first byte
+# consumes exactly these pieces one after the other and stops at its last byte: this split is
+# the value's only reading, a map of 13 distinct keys that the plain path decodes to the same
+# fields. Of the plain path's checks only the time's range and the value's can then fail, in
+# that order, as here.
 #
-# Otherwise, for a map of 13 entries whose last key is "labels" and whose labels map is known,
+# The second (_split) takes a map of 13 entries whose last key is "labels", its labels map known:
 # the 12 other entries are unpacked on their own (the same bytes behind a 12-entry map header)
-# and checked as usual. When the 12 entries use up exactly the bytes before the last
-# b"\xa6labels" and do not hold "labels", that split is, again, the value's only reading;
-# anything else (another key order, another writer) takes the plain path, with the same checks
-# and errors.
+# and checked as usual. When they use up exactly the bytes before the last b"\xa6labels" and do
+# not hold "labels", that split is, again, the value's only reading; anything else (another key
+# order, another writer) takes the plain path, with the same checks and errors.
 _MAP_OF_13 = b"\x8d"
 _MAP_OF_12 = b"\x8c"
 _MAP_OF_9 = b"\x89"
-_LABELS_KEY = b"\xa6labels"
-_UINT64 = b"\xcf"
-_HEAD_UINT64 = _HEAD + _UINT64
+_HEAD_UINT64 = _HEAD + b"\xcf"
+_TIME_AT = len(_HEAD_UINT64)
+_MIDDLE_AT = _TIME_AT + 8
 _FLOAT64 = 0xCB
 _NIL = 0xC0
-_TIME_AT = len(_HEAD) + len(_UINT64)
-_MIDDLE_AT = _TIME_AT + 8
 _unpack_uint64 = struct.Struct(">Q").unpack_from
-_unpack_double = struct.Struct(">d").unpack_from
-_new_sample = tuple.__new__  # Sample(*fields) without the named tuple's Python __new__
+# The least of DCGM's blank sentinels: the model's is_blank is False below it.
+_LEAST_BLANK = float(DCGM_INT32_BLANK)
+_new_sample = tuple.__new__  # _new_sample(Sample, fields): Sample(*fields) minus a Python call
 _KNOWN_MAX = 65536
 _known_labels: dict[bytes, dict] = {}  # labels map bytes -> the map, checked
-_known_middles: dict[bytes, tuple] = {}  # middle bytes -> (metric .. namespace), checked
+# middle bytes -> ((metric .. namespace), checked; _time_and_float64 of its size)
+_known_middles: dict[bytes, tuple[tuple, Callable[[bytes], tuple[int, float]]]] = {}
 _known_metrics: set[str] = set()
 
 
-def _layout(data: object) -> tuple[int, int]:
-    """``(where the last _LABELS_KEY starts, where the middle ends)`` in a value laid out as the
-    fastest path reads it (the middle starting at _MIDDLE_AT); ``(that start, 0)`` for any other
-    map of 13, ``(-1, 0)`` for anything else."""
-    if type(data) is not bytes or data[:1] != _MAP_OF_13:
-        return -1, 0
-    at = data.rfind(_LABELS_KEY)
-    if data.startswith(_HEAD_UINT64):
-        end = at - len(_VALUE_KEY) - 9
-        if end >= _MIDDLE_AT and data[end + len(_VALUE_KEY)] == _FLOAT64:
-            if data.startswith(_VALUE_KEY, end):
-                return at, end
-        end = at - len(_VALUE_KEY) - 1
-        if end >= _MIDDLE_AT and data[at - 1] == _NIL and data.startswith(_VALUE_KEY, end):
-            return at, end
-    return at, 0
-
-
-def _split(data: bytes, at: int) -> tuple[dict | None, bytes | None]:
+def _split(data: bytes) -> tuple[dict | None, bytes | None]:
     """``(the fields, the labels map bytes)`` by the second fast path, ``(None, labels bytes or
-    None)`` when the plain path must decode the value; ``at`` as :func:`_layout` gives it."""
+    None)`` when the plain path must decode the value."""
+    if type(data) is not bytes or data[:1] != _MAP_OF_13:
+        return None, None
+    at = data.rfind(_LABELS_KEY)
     if at < 1:
         return None, None
     labels_raw = data[at + len(_LABELS_KEY) :]
@@ -266,18 +283,30 @@ def _split(data: bytes, at: int) -> tuple[dict | None, bytes | None]:
 
 
 def _remember_middle(middle: bytes, fields: tuple) -> None:
-    """Cache ``fields`` (metric .. namespace, checked) under ``middle`` if those bytes are
-    exactly their 9 entries, keys in _MIDDLE order (the split was a guess until now)."""
+    """Remember ``fields`` (metric .. namespace, accepted by the plain path) under ``middle``
+    if those bytes are exactly these 9 entries, keys in _MIDDLE order, then the key "value" (the
+    split was a guess until now)."""
+    if not middle.endswith(_VALUE_KEY):
+        return
     try:
-        entries = msgpack.unpackb(_MAP_OF_9 + middle, raw=False, strict_map_key=True)
+        entries = msgpack.unpackb(
+            _MAP_OF_9 + middle[: -len(_VALUE_KEY)], raw=False, strict_map_key=True
+        )
     except (ValueError, TypeError, msgpack.UnpackException):
         return
-    # 9 distinct keys in order (a repeated key would leave fewer); the same bytes as the plain
-    # path decoded, so the same values of the same types.
+    # 9 distinct keys in order (a repeated key leaves fewer); the values are those of the same
+    # bytes as the plain path read them, hence of the same types.
     if tuple(entries) == _MIDDLE and tuple(entries.values()) == fields:
         if len(_known_middles) >= _KNOWN_MAX:
             _known_middles.clear()
-        _known_middles[middle] = fields
+        _known_middles[middle] = fields, _time_and_float64(len(middle))
+
+
+@lru_cache(maxsize=1024)
+def _time_and_float64(middle_size: int) -> Callable[[bytes], tuple[int, float]]:
+    """A function of a value with the first fast path's layout, a middle of ``middle_size``
+    bytes and a float 64 value: ``(time_us, value)``."""
+    return struct.Struct(f">{_TIME_AT}xQ{middle_size + 1}xd").unpack_from
 
 
 def _remember_labels(labels_raw: bytes, labels: dict) -> None:
@@ -318,7 +347,10 @@ def _value(fields: dict) -> float | None:
 
 
 def _finite(value: float) -> float | None:
-    """``value`` if finite, ``None`` for a blank sentinel."""
+    """``value`` if finite, ``None`` for a blank sentinel.
+
+    :raises InvalidSample: ``value`` is infinite or nan.
+    """
     if value - value != 0:
         raise InvalidSample(f"value {value} is not finite")
-    return None if is_blank(value) else value
+    return value if value < _LEAST_BLANK or not is_blank(value) else None
