@@ -364,8 +364,21 @@ _ONE_BYTE_VALUES = tuple((raw >> 1) ^ -(raw & 1) for raw in range(0x80))
 _TWO_BYTE_VALUES = _two_byte_varint_table()
 
 
-def decode_records(data: Buffer, count: int) -> list[Record]:
+def decode_records(
+    data: Buffer,
+    count: int,
+    *,
+    base_offset: int = 0,
+    base_timestamp: int = 0,
+    prefix: tuple = (),
+    record_type: type[tuple] = Record,
+) -> list:
     """Decode the uncompressed records section of a batch holding ``count`` records.
+
+    By default each record is a ``Record`` of offset and timestamp deltas. A reader that wants
+    records of its own makes them in the same step: each record is ``record_type`` (a tuple
+    type, e.g. a ``NamedTuple``) made from ``prefix + (base_offset + offset delta,
+    base_timestamp + timestamp delta, key, value, headers)``.
 
     :param data: exactly the records section; a ``bytearray`` or ``memoryview`` is copied to
         ``bytes`` first (the decoder is fastest on ``bytes``).
@@ -379,10 +392,9 @@ def decode_records(data: Buffer, count: int) -> list[Record]:
     if count < 0:
         raise ProtocolError(f"negative records count {count}")
     end = len(data)
-    records: list[Record] = []
+    records: list = []
     append = records.append
     new_record = _new_tuple
-    record_type = Record
     one_byte = _ONE_BYTE_VALUES
     two_bytes = _TWO_BYTE_VALUES
     read_varint = _read_varint
@@ -466,7 +478,14 @@ def decode_records(data: Buffer, count: int) -> list[Record]:
                 raise ProtocolError(
                     f"record {len(records)} ends at byte {position}, its length says {record_end}"
                 )
-            append(new_record(record_type, (offset_delta, timestamp_delta, key, value, headers)))
+            fields = (
+                base_offset + offset_delta,
+                base_timestamp + timestamp_delta,
+                key,
+                value,
+                headers,
+            )
+            append(new_record(record_type, prefix + fields))
     except IndexError:
         raise ProtocolError(f"records section truncated in record {len(records)}") from None
     if position != end:
@@ -515,15 +534,16 @@ def _encode_headers(headers: Sequence[Header]) -> bytes:
 
 
 def append_record(
-    parts: list[Buffer],
+    out: list[bytes],
     offset_delta: int,
     timestamp_delta: int,
     key: Buffer | None,
     value: Buffer | None,
     headers: Sequence[Header],
 ) -> None:
-    """Append the encoded pieces of one record to ``parts``; ``b"".join(parts)`` is then the
-    records section (a producer builds its batches this way, one record at a time).
+    """Append one encoded record to ``out`` as two pieces, its length and the rest;
+    ``b"".join(out)`` is then the records section (a producer builds its batches this way, one
+    record at a time, copying each record's bytes while they are still in cache).
 
     :raises ValueError: an offset or timestamp delta that does not fit 64 bits.
     :raises TypeError: a key, value or header of the wrong type.
@@ -545,20 +565,8 @@ def append_record(
     else:
         timestamp = _varint(timestamp_delta)
     offset = small[offset_delta] if 0 <= offset_delta < _SMALL_LIMIT else _varint(offset_delta)
-    tail = _encode_headers(headers) if headers else b"\x00"
-    size = (
-        1  # attributes
-        + len(timestamp)
-        + len(offset)
-        + len(key_length)
-        + len(key)
-        + len(value_length)
-        + len(value)
-        + len(tail)
-    )
-    parts.extend(
+    body = b"".join(
         (
-            small[size] if size < _SMALL_LIMIT else _varint(size),
             b"\x00",  # attributes
             timestamp,
             offset,
@@ -566,9 +574,11 @@ def append_record(
             key,
             value_length,
             value,
-            tail,
+            _encode_headers(headers) if headers else b"\x00",
         )
     )
+    size = len(body)
+    out += (small[size] if size < _SMALL_LIMIT else _varint(size), body)
 
 
 def encode_records(records: Iterable[Record]) -> bytes:
@@ -579,10 +589,10 @@ def encode_records(records: Iterable[Record]) -> bytes:
     :raises ValueError: an offset or timestamp delta that does not fit 64 bits.
     :raises TypeError: a key, value or header of the wrong type.
     """
-    parts: list[Buffer] = []
+    out: list[bytes] = []
     for offset_delta, timestamp_delta, key, value, headers in records:
-        append_record(parts, offset_delta, timestamp_delta, key, value, headers)
-    return b"".join(parts)
+        append_record(out, offset_delta, timestamp_delta, key, value, headers)
+    return b"".join(out)
 
 
 def build_batch(
@@ -695,10 +705,17 @@ def decode_batch(
     *,
     max_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
     max_batch_size: int = MAX_BATCH_SIZE,
-) -> tuple[RecordBatchHeader, list[Record]]:
+    base_offset: int = 0,
+    base_timestamp: int = 0,
+    prefix: tuple = (),
+    record_type: type[tuple] = Record,
+) -> tuple[RecordBatchHeader, list]:
     """Read, CRC-check, decompress and decode the batch at ``position`` of ``buf``.
 
-    Bytes after the batch are ignored.
+    Bytes after the batch are ignored. The records section is copied once, to ``bytes``, and the
+    CRC computed on that copy. ``base_offset``, ``base_timestamp``, ``prefix`` and
+    ``record_type`` say what the records are made as (see ``decode_records``): ``Record``s by
+    default.
 
     :param max_bytes: the largest decompressed records section accepted.
     :param max_batch_size: passed to ``read_batch_header``.
@@ -706,12 +723,24 @@ def decode_batch(
         data, or records that do not decode to exactly recordsCount records.
     """
     header = read_batch_header(buf, position, max_batch_size=max_batch_size)
-    if not batch_crc_ok(buf, position, header):
-        raise ProtocolError(f"record batch at offset {header.base_offset} fails its CRC")
+    end = position + header.size
+    if end > len(buf):
+        raise ProtocolError(f"record batch of {header.size} bytes is truncated")
     with memoryview(buf) as view:
-        data = decompress(
-            header.compression,
-            view[position + HEADER_SIZE : position + header.size],
-            max_bytes,
-        )
-    return header, decode_records(data, header.records_count)
+        checked_header = bytes(view[position + _CRC_START : position + HEADER_SIZE])
+        section = bytes(view[position + HEADER_SIZE : end])
+    if crc32c(section, crc32c(checked_header)) != header.crc:
+        raise ProtocolError(f"record batch at offset {header.base_offset} fails its CRC")
+    if header.attributes & _CODEC_MASK:
+        section = decompress(header.compression, section, max_bytes)
+    elif len(section) > max_bytes:
+        raise ProtocolError(f"{len(section)} bytes exceed the limit of {max_bytes}")
+    records = decode_records(
+        section,
+        header.records_count,
+        base_offset=base_offset,
+        base_timestamp=base_timestamp,
+        prefix=prefix,
+        record_type=record_type,
+    )
+    return header, records

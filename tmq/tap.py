@@ -13,6 +13,7 @@ import socket
 from twisted.python import usage
 
 from tmq.broker.config import BrokerConfig
+from tmq.process import tune_gc
 from tmq.service import BrokerService
 
 __all__ = ["Options", "config_from_options", "makeService"]
@@ -128,4 +129,5 @@ def makeService(options: Options) -> BrokerService:
     """The broker service for twistd (which provides the reactor)."""
     from twisted.internet import reactor
 
+    tune_gc()
     return BrokerService(options["config"], reactor)

@@ -12,6 +12,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from tmq.process import tune_gc
+
 from . import bench, broker, clients, debug, gen, producer, sink
 from .errors import CommandError
 
@@ -79,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.arguments = extra  # the subcommand parses its own options (``tmq broker``)
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    tune_gc()
     try:
         return args.run(args) or 0
     except CommandError as error:

@@ -10,11 +10,19 @@ from __future__ import annotations
 
 import struct
 
+from construct import Container
+
 from ..errors import ProtocolError
-from ..fastwire import I32, check_count, read_string
+from ..fastwire import I32, check_count, pack_string, read_string
 from ..schema import INT16, INT32, INT64, RECORDS, STRING, Array, Field, Message
 
-__all__ = ["ProduceRequest", "ProduceResponse", "decode_produce_request"]
+__all__ = [
+    "ProduceRequest",
+    "ProduceResponse",
+    "decode_produce_request",
+    "decode_produce_response",
+    "encode_produce_request",
+]
 
 ProduceRequest = Message(
     "ProduceRequest",
@@ -133,3 +141,126 @@ def decode_produce_request(body: bytes | memoryview, version: int) -> dict:
         "timeout_ms": timeout_ms,
         "topic_data": topics,
     }
+
+
+# Fast path. A producer sends one Produce request per leader and round of batches, each batch
+# up to hundreds of kilobytes; construct's build would copy every batch twice.
+# ``encode_produce_request`` packs the envelope with struct and passes the batches through.
+# tests/protocol/test_fastpaths.py holds it to the declaration above.
+
+_ACKS_TIMEOUT = struct.Struct(">hi")
+
+
+def encode_produce_request(request: dict, version: int) -> list[bytes | memoryview]:
+    """Encode a Produce request body as a list of chunks whose concatenation equals
+    ``ProduceRequest.build(request, version)``; from v3 the ``records`` blobs are chunks of
+    their own, passed through uncopied.
+
+    Fields may be left out, as with ``Message.build``: they are built with their defaults.
+
+    :raises ProtocolError: an unknown version, or a value that does not fit its wire type.
+    """
+    if version < 3:
+        return [ProduceRequest.build(request, version)]
+    ProduceRequest.check_version(version)
+    chunks: list[bytes | memoryview] = []
+    out = bytearray()
+    try:
+        pack_string(out, request.get("transactional_id"))
+        out += _ACKS_TIMEOUT.pack(request.get("acks", 0), request.get("timeout_ms", 0))
+        topics = request.get("topic_data", [])
+        out += I32.pack(len(topics))
+        for topic in topics:
+            pack_string(out, topic.get("name", ""))
+            partitions = topic.get("partition_data", [])
+            out += I32.pack(len(partitions))
+            for partition in partitions:
+                records = partition.get("records")
+                if records is None:
+                    out += _INDEX_SIZE.pack(partition.get("index", 0), -1)
+                    continue
+                size = memoryview(records).nbytes
+                out += _INDEX_SIZE.pack(partition.get("index", 0), size)
+                if size:
+                    chunks.append(bytes(out))
+                    chunks.append(records)
+                    out = bytearray()
+    except (AttributeError, TypeError, ValueError, struct.error) as e:
+        raise ProtocolError(f"cannot build ProduceRequest v{version}: {e!r}") from None
+    if out:
+        chunks.append(bytes(out))
+    return chunks
+
+
+# Fast path. A producer decodes a Produce response for every request; construct's interpreted
+# parse costs more than the rest of the answer's handling. ``decode_produce_response`` reads it
+# with struct. tests/protocol/test_fastpaths.py holds it to the declaration above.
+
+_PARTITION_ANSWER = struct.Struct(">ihq")  # index, error code, base offset
+_I64 = struct.Struct(">q")
+
+
+def decode_produce_response(body: bytes | memoryview, version: int) -> Container:
+    """Decode a Produce response body; the same value as ``ProduceResponse.parse``.
+
+    :raises ProtocolError: malformed body or an unknown version.
+    """
+    ProduceResponse.check_version(version)
+    view = memoryview(body)
+    size = len(view)
+    try:
+        (topic_count,) = I32.unpack_from(view, 0)
+        position = 4
+        check_count(topic_count, view, position, "topic")
+        topics = []
+        for _ in range(topic_count):
+            name, position = read_string(view, position, nullable=False)
+            (partition_count,) = I32.unpack_from(view, position)
+            position += 4
+            check_count(partition_count, view, position, "partition")
+            partitions = []
+            for _ in range(partition_count):
+                index, code, base_offset = _PARTITION_ANSWER.unpack_from(view, position)
+                position += _PARTITION_ANSWER.size
+                log_append_time = log_start = -1
+                if version >= 2:
+                    (log_append_time,) = _I64.unpack_from(view, position)
+                    position += 8
+                if version >= 5:
+                    (log_start,) = _I64.unpack_from(view, position)
+                    position += 8
+                record_errors = []
+                message = None
+                if version >= 8:
+                    (error_count,) = I32.unpack_from(view, position)
+                    position += 4
+                    check_count(error_count, view, position, "record error")
+                    for _ in range(error_count):
+                        (batch_index,) = I32.unpack_from(view, position)
+                        text, position = read_string(view, position + 4, nullable=True)
+                        record_errors.append(
+                            Container(batch_index=batch_index, batch_index_error_message=text)
+                        )
+                    message, position = read_string(view, position, nullable=True)
+                partitions.append(
+                    Container(
+                        index=index,
+                        error_code=code,
+                        base_offset=base_offset,
+                        log_append_time_ms=log_append_time,
+                        log_start_offset=log_start,
+                        record_errors=record_errors,
+                        error_message=message,
+                    )
+                )
+            topics.append(Container(name=name, partition_responses=partitions))
+        throttle_time_ms = 0
+        if version >= 1:
+            (throttle_time_ms,) = I32.unpack_from(view, position)
+            position += 4
+    except struct.error:
+        raise ProtocolError(f"truncated ProduceResponse v{version}") from None
+    if position != size:
+        left = size - position
+        raise ProtocolError(f"malformed ProduceResponse v{version}: {left} bytes left over")
+    return Container(responses=topics, throttle_time_ms=throttle_time_ms)

@@ -65,6 +65,14 @@ class RecordsFromFetchTests(SynchronousTestCase):
         )
         self.assertEqual(next_offset, 3)
 
+    def test_a_view_of_the_response_decodes_alike(self):
+        """The records of a Fetch answer come as a view of the response frame: they decode to
+        the same ConsumerRecords, with bytes keys and values."""
+        data = batch_of([b"a", b"b"], keys=[b"k", None]) + batch_of([b"c"], base_offset=2)
+        viewed, next_offset = records_from_fetch("gpu", 0, 0, memoryview(b"frame" + data)[5:])
+        self.assertEqual((viewed, next_offset), records_from_fetch("gpu", 0, 0, data))
+        self.assertTrue(all(type(r) is ConsumerRecord and type(r.value) is bytes for r in viewed))
+
     def test_records_below_the_fetch_offset_are_skipped(self):
         """A fetch from the middle of a batch returns only the records from that offset on."""
         data = batch_of([b"a", b"b", b"c", b"d"], base_offset=10)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fake_kafka import FakeKafka, FakeNetwork
+from fake_kafka import FakeKafka, FakeNetwork, FakePartition
 from twisted.trial.unittest import SynchronousTestCase
 
+from tmq.client import producer as producer_module
 from tmq.client.cluster import Cluster
 from tmq.client.errors import (
     BrokerResponseError,
@@ -124,6 +125,38 @@ class ProducerBatchingTests(ProducerTestCase):
         self.settle(0.005)
         expected = [Partitioner().partition(k, 2) for k in keys]
         self.assertEqual([self.successResultOf(d).partition for d in sends], expected)
+
+    def test_keys_follow_a_new_partition_count(self):
+        """Once the topic has more partitions, a key goes to its partition of the new count
+        (the partition remembered for a key belongs to the metadata it was computed with)."""
+        producer = self.producer()
+        keys = [f"GPU-{i}".encode() for i in range(8)]
+        before = [producer.send("gpu", b"v", key=k) for k in keys]
+        self.settle(0.005)
+        old = [Partitioner().partition(k, 2) for k in keys]
+        self.assertEqual([self.successResultOf(d).partition for d in before], old)
+        for index in (2, 3):
+            self.kafka.partitions[("gpu", index)] = FakePartition("gpu", index, 1, [1])
+        refreshed = self.cluster.refresh_metadata()
+        self.settle()
+        self.successResultOf(refreshed)
+        after = [producer.send("gpu", b"v", key=k) for k in keys]
+        self.settle(0.005)
+        new = [Partitioner().partition(k, 4) for k in keys]
+        self.assertNotEqual(new, old)
+        self.assertEqual([self.successResultOf(d).partition for d in after], new)
+
+    def test_remembered_keys_are_bounded(self):
+        """Past ``_MAX_ROUTES`` keys a topic's remembered partitions are forgotten, and keys
+        still go to their murmur2 partitions."""
+        self.patch(producer_module, "_MAX_ROUTES", 3)
+        producer = self.producer()
+        keys = [f"GPU-{i}".encode() for i in range(10)] * 2
+        sends = [producer.send("gpu", b"v", key=k) for k in keys]
+        self.settle(0.005)
+        expected = [Partitioner().partition(k, 2) for k in keys]
+        self.assertEqual([self.successResultOf(d).partition for d in sends], expected)
+        self.assertLessEqual(len(producer._routes["gpu"][1]), 3)
 
     def test_headers_and_timestamps_round_trip(self):
         """Keys, headers and per-record timestamps arrive as sent."""

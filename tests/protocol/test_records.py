@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import struct
+from typing import NamedTuple
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -20,6 +21,7 @@ from tmq.protocol.records import (
     Record,
     RecordBatchHeader,
     TimestampType,
+    append_record,
     batch_crc,
     batch_crc_ok,
     build_batch,
@@ -358,6 +360,12 @@ class RecordCodecTests:
         records += [Record(0, 2**63 - 1, None, bytes(16384)), Record(0, -(2**63), b"", b"")]
         assert decode_records(encode_records(records), len(records)) == records
 
+    def test_append_record_appends_the_length_then_the_rest(self):
+        """append_record adds two pieces to what ``out`` holds: the length, then the record."""
+        out = [b"before"]
+        append_record(out, 0, 0, b"k", b"v", ())
+        assert out == [b"before", bytes.fromhex("10"), bytes.fromhex("00 00 00 02 6b 02 76 00")]
+
     def test_accepts_bytearray_and_memoryview(self):
         """decode_records reads from a bytearray or memoryview as from bytes."""
         data = encode_records(sample_records())
@@ -531,6 +539,47 @@ class DecodeBatchTests:
         header, records = decode_batch(b"xyz" + batch + b"trailing", 3)
         assert header == read_batch_header(batch)
         assert records == sample_records()
+
+    def test_records_made_as_the_reader_asks(self):
+        """base_offset, base_timestamp, prefix and record_type make each record in one step:
+        ``record_type(prefix + (base_offset + offset delta, base_timestamp + timestamp delta,
+        key, value, headers))``, from a bytes, bytearray or memoryview buffer."""
+
+        class Placed(NamedTuple):
+            topic: str
+            partition: int
+            offset: int
+            timestamp: int
+            key: bytes | None
+            value: bytes | None
+            headers: tuple
+
+        batch = sample_batch(compression=Codec.LZ4)
+        expected = [
+            Placed(
+                "gpu", 3, 1000 + r.offset_delta, 7 + r.timestamp_delta, r.key, r.value, r.headers
+            )
+            for r in sample_records()
+        ]
+        for buffer in (batch, bytearray(batch), memoryview(b"x" + batch)[1:]):
+            _, records = decode_batch(
+                buffer,
+                base_offset=1000,
+                base_timestamp=7,
+                prefix=("gpu", 3),
+                record_type=Placed,
+            )
+            assert records == expected
+            assert all(type(record) is Placed for record in records)
+
+    def test_uncompressed_size_is_bounded(self):
+        """max_bytes bounds an uncompressed records section as well."""
+        records = [Record(0, 0, None, bytes(1000))]
+        size = len(encode_records(records))
+        batch = build_batch(records, base_timestamp=0)
+        assert decode_batch(batch, max_bytes=size)[1] == records
+        with pytest.raises(ProtocolError, match="exceed the limit"):
+            decode_batch(batch, max_bytes=size - 1)
 
     def test_records_count_mismatch_is_a_protocol_error(self):
         """A header whose recordsCount disagrees with the records (CRC fixed up) is refused."""

@@ -22,14 +22,10 @@ __all__ = [
     "Joined",
     "PartitionQueue",
     "PendingRecord",
-    "record_size",
 ]
 
 SEQUENCE_MODULUS = 2**31
 """Sequence numbers wrap from INT32 max to 0, as Kafka's do."""
-
-_RECORD_OVERHEAD = 21  # Kafka's MAX_RECORD_OVERHEAD: varints and attributes of one record
-_HEADER_OVERHEAD = 10  # the two varint lengths of a record header
 
 
 class Joined:
@@ -39,19 +35,6 @@ class Joined:
     OPEN = 0  # joined the open batch
     NEW = 1  # started a new batch
     FULL = 2  # filled a batch
-
-
-def record_size(key: bytes | None, value: bytes | None, headers: tuple) -> int:
-    """A record's estimated encoded size, for batch sizes and the buffer bound (Kafka's
-    estimate: the payload plus the most its varints and attributes can take)."""
-    size = _RECORD_OVERHEAD
-    if key is not None:
-        size += len(key)
-    if value is not None:
-        size += len(value)
-    if headers:
-        size += sum(len(k) + len(v or b"") + _HEADER_OVERHEAD for k, v in headers)
-    return size
 
 
 class PendingRecord:
@@ -104,8 +87,10 @@ class Batch:
     :ivar rewound: in flight, but its stamp was revoked; whatever answer comes back, it goes
         back to the queue to be stamped again.
     :ivar size: the estimated batch size (header and records).
-    :ivar record_bytes: the records' estimated sizes (what they hold of the producer buffer).
     :ivar indices: the send indices of the records, ascending.
+    :ivar records: the pieces of the records section, as the records join (emptied once
+        encoded).
+    :ivar body: the records section, compressed (kept to frame it again with a new stamp).
     :ivar encoded: the RecordBatch bytes, kept so that a retry sends the very same batch.
     """
 
@@ -121,8 +106,7 @@ class Batch:
         "indices",
         "max_timestamp",
         "partition",
-        "parts",
-        "record_bytes",
+        "records",
         "retry_at",
         "rewound",
         "serial",
@@ -148,12 +132,11 @@ class Batch:
         self.deadline = deadline
         self.base_timestamp = base_timestamp
         self.max_timestamp = base_timestamp
-        self.parts: list[bytes] = []
+        self.records: list[bytes] = []
         self.count = 0
         self.indices: list[int] = []
         self.waiters: list[tuple[int, int, int, Any]] = []
         self.size = HEADER_SIZE
-        self.record_bytes = 0
         self.closed = False
         self.attempts = 0
         self.retry_at = 0.0
@@ -162,18 +145,10 @@ class Batch:
         self.body: bytes | None = None
         self.encoded: bytes | None = None
 
-    def add(self, key, value, headers, timestamp: int, index: int, waiter: Any, size: int) -> None:
-        """Encode a record into the batch."""
-        position = self.count
-        append_record(self.parts, position, timestamp - self.base_timestamp, key, value, headers)
-        self.count = position + 1
-        self.indices.append(index)
-        if waiter is not None:
-            self.waiters.append((index, position, timestamp, waiter))
-        if timestamp > self.max_timestamp:
-            self.max_timestamp = timestamp
-        self.size += size
-        self.record_bytes += size
+    @property
+    def record_bytes(self) -> int:
+        """The records' estimated sizes (what they hold of the producer buffer)."""
+        return self.size - HEADER_SIZE
 
     @property
     def last_sequence(self) -> int:
@@ -188,8 +163,8 @@ class Batch:
         """Build (once per stamp) and return the RecordBatch v2 holding the records."""
         if self.encoded is None:
             if self.body is None:
-                self.body = compress(codec, b"".join(self.parts))
-                self.parts = []
+                self.body = compress(codec, b"".join(self.records))
+                self.records = []
             producer_id, producer_epoch, base_sequence = self.stamp or (-1, -1, -1)
             self.encoded = frame_batch(
                 self.body,
@@ -215,12 +190,18 @@ class PartitionQueue:
         "last_acked",
         "next_sequence",
         "next_serial",
+        "partition",
         "producer_epoch",
         "producer_id",
         "queue",
+        "topic",
     )
 
-    def __init__(self, *, batch_bytes: int, delivery_timeout_s: float) -> None:
+    def __init__(
+        self, topic: str, partition: int, *, batch_bytes: int, delivery_timeout_s: float
+    ) -> None:
+        self.topic = topic
+        self.partition = partition
         self.batch_bytes = batch_bytes
         self.delivery_timeout_s = delivery_timeout_s
         self.queue: list[Batch] = []
@@ -231,9 +212,7 @@ class PartitionQueue:
         self.next_sequence = 0
         self.last_acked = -1
 
-    def append(
-        self, topic, partition, key, value, headers, timestamp, index, now, sent_at, waiter, size
-    ) -> int:
+    def append(self, key, value, headers, timestamp, index, now, sent_at, waiter, size) -> int:
         """Add a record, sent at ``sent_at``, to the last open batch, or to a new one if it
         would not fit.
 
@@ -248,11 +227,21 @@ class PartitionQueue:
         joined = Joined.OPEN
         if batch is None or batch.closed:
             deadline = sent_at + self.delivery_timeout_s
-            batch = Batch(topic, partition, self.next_serial, now, deadline, timestamp)
+            batch = Batch(self.topic, self.partition, self.next_serial, now, deadline, timestamp)
             self.next_serial += 1
             self.queue.append(batch)
             joined = Joined.NEW
-        batch.add(key, value, headers, timestamp, index, waiter, size)
+        # The record joins the batch: encoded, and its send index (and waiter) kept.
+        position = batch.count
+        delta = timestamp - batch.base_timestamp
+        append_record(batch.records, position, delta, key, value, headers)
+        batch.count = position + 1
+        batch.indices.append(index)
+        if waiter is not None:
+            batch.waiters.append((index, position, timestamp, waiter))
+        if timestamp > batch.max_timestamp:
+            batch.max_timestamp = timestamp
+        batch.size += size
         if batch.size >= self.batch_bytes:
             batch.closed = full = True
         return Joined.FULL if full else joined

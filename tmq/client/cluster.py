@@ -155,6 +155,8 @@ class Cluster:
     :param metadata_max_age_ms: metadata older than this is refreshed before it is used.
     :param allow_auto_topic_creation: sent in Metadata requests (v4+): whether asking about an
         unknown topic creates it on a broker configured to allow that.
+    :ivar metadata: the latest ``ClusterMetadata`` snapshot (possibly empty or stale); each
+        refresh replaces it, none changes it (a plain attribute: producers read it per record).
     """
 
     def __init__(
@@ -183,7 +185,7 @@ class Cluster:
         self._allow_auto_topic_creation = allow_auto_topic_creation
         self._connections: dict[Address, KafkaConnection] = {}
         self._connecting: dict[Address, OneShot] = {}
-        self._metadata = ClusterMetadata()
+        self.metadata = ClusterMetadata()
         self._metadata_at: float | None = None
         self._stale = True
         self._topics: set[str] = set()
@@ -195,11 +197,6 @@ class Cluster:
 
     # -- metadata --------------------------------------------------------------------------
 
-    @property
-    def metadata(self) -> ClusterMetadata:
-        """The latest metadata snapshot (possibly empty or stale)."""
-        return self._metadata
-
     def request_update(self) -> None:
         """Mark the metadata stale: the next user that needs it refreshes it first."""
         self._stale = True
@@ -210,7 +207,7 @@ class Cluster:
 
     def leader_for(self, topic: str, partition: int) -> int | None:
         """The leader of a partition in the current metadata, or ``None`` if there is none."""
-        info = self._metadata.topics.get(topic)
+        info = self.metadata.topics.get(topic)
         if info is None or partition not in info.partitions:
             return None
         leader = info.partitions[partition].leader
@@ -266,7 +263,7 @@ class Cluster:
             if not self._needs_refresh(name):
                 break
             await self.refresh_metadata()
-        info = self._metadata.topics.get(name)
+        info = self.metadata.topics.get(name)
         if info is None:
             code = self._topic_errors.get(name, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
             raise BrokerResponseError(code, f"Metadata for topic {name!r}")
@@ -280,7 +277,7 @@ class Cluster:
             return True
         if self.reactor.seconds() - self._metadata_at > self._metadata_max_age_s:
             return True
-        return name not in self._metadata.topics and name not in self._topic_errors
+        return name not in self.metadata.topics and name not in self._topic_errors
 
     async def _fetch_metadata(self, topics: list[str] | None, *, fresh: bool) -> ClusterMetadata:
         def body(version: int) -> dict:
@@ -316,11 +313,11 @@ class Cluster:
                 continue
             self._topic_errors.pop(topic.name, None)
             answered[topic.name] = _topic_info(topic)
-        topics = dict(self._metadata.topics) if asked is not None else {}
+        topics = dict(self.metadata.topics) if asked is not None else {}
         for name in asked or ():
             topics.pop(name, None)
         topics.update(answered)
-        self._metadata = ClusterMetadata(
+        self.metadata = ClusterMetadata(
             cluster_id=response.cluster_id,
             controller_id=response.controller_id,
             brokers=brokers,
@@ -410,7 +407,7 @@ class Cluster:
             key=lambda item: item[1].in_flight,
         )
         ordered = [address for address, _ in connected]
-        ordered += [(b.host, b.port) for b in self._metadata.brokers.values()]
+        ordered += [(b.host, b.port) for b in self.metadata.brokers.values()]
         ordered += self.bootstrap
         return list(dict.fromkeys(ordered))
 
@@ -443,7 +440,7 @@ class Cluster:
         return self._connection_to(address)
 
     def _address_of(self, node_id: int) -> Address | None:
-        broker = self._metadata.brokers.get(node_id)
+        broker = self.metadata.brokers.get(node_id)
         if broker is not None:
             return (broker.host, broker.port)
         return self._other_brokers.get(node_id)

@@ -39,6 +39,8 @@ from tmq.protocol.errors import ErrorCode, ProtocolError
 from tmq.protocol.framing import MAX_FRAME_BYTES, FrameDecoder, encode_frame
 from tmq.protocol.headers import encode_request_header, read_response_header
 from tmq.protocol.messages.api_versions import ApiVersionsResponse
+from tmq.protocol.messages.fetch import decode_fetch_response
+from tmq.protocol.messages.produce import decode_produce_response, encode_produce_request
 
 from ._oneshot import OneShot
 from .errors import (
@@ -71,6 +73,10 @@ CLIENT_MIN_VERSIONS = {ApiKey.PRODUCE: 3}
 
 _FIRST_API_VERSIONS = 3
 _CORRELATION_IDS = 0x7FFFFFFF
+
+#: The responses decoded by ``tmq.protocol``'s struct fast paths instead of their declarations
+#: (the same values; a Fetch response's records are views of the frame, not copies).
+_FAST_DECODERS = {ApiKey.PRODUCE: decode_produce_response, ApiKey.FETCH: decode_fetch_response}
 
 _log = Logger()
 
@@ -120,7 +126,7 @@ class _Request:
     def __init__(self, api_key, version, body, expect_response, timeout_s):
         self.api_key: int = api_key
         self.version: int = version
-        self.body: bytes = body
+        self.body: list[bytes | memoryview] = body  # the encoded body, in chunks
         self.expect_response: bool = expect_response
         self.timeout_s: float = timeout_s
         self.correlation_id = -1
@@ -250,11 +256,14 @@ class KafkaConnection(Protocol):
         try:
             if version is None:
                 version = self.version_for(api_key)
-            encoded = API_BY_KEY[api_key].request.build(body, version)
+            if api_key == ApiKey.PRODUCE:  # record batches go out uncopied
+                chunks = encode_produce_request(body, version)
+            else:
+                chunks = [API_BY_KEY[api_key].request.build(body, version)]
         except (KafkaError, ProtocolError) as e:
             return fail(e)
         timeout_s = self._request_timeout_s if timeout_ms is None else timeout_ms / 1000
-        request = _Request(api_key, version, encoded, expect_response, timeout_s)
+        request = _Request(api_key, version, chunks, expect_response, timeout_s)
         self._queued.append(request)
         self._write_queued()
         return request.deferred
@@ -282,7 +291,7 @@ class KafkaConnection(Protocol):
             header = encode_request_header(
                 request.api_key, request.version, correlation_id, self.client_id
             )
-            self.transport.writeSequence(encode_frame(header, request.body))
+            self.transport.writeSequence(encode_frame(header, *request.body))
             if request.expect_response:
                 request.correlation_id = correlation_id
                 request.timer = self._clock.callLater(request.timeout_s, self._timed_out, request)
@@ -363,6 +372,8 @@ class KafkaConnection(Protocol):
         try:
             if request.api_key == ApiKey.API_VERSIONS:
                 response = _parse_api_versions(body, request.version)
+            elif request.api_key in _FAST_DECODERS:
+                response = _FAST_DECODERS[request.api_key](body, request.version)
             else:
                 response = API_BY_KEY[request.api_key].response.parse(body, request.version)
         except ProtocolError as e:
@@ -380,7 +391,7 @@ class KafkaConnection(Protocol):
         request = _Request(
             ApiKey.API_VERSIONS,
             version,
-            API_BY_KEY[ApiKey.API_VERSIONS].request.build(body, version),
+            [API_BY_KEY[ApiKey.API_VERSIONS].request.build(body, version)],
             True,
             self._request_timeout_s,
         )

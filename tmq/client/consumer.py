@@ -96,8 +96,6 @@ def records_from_fetch(
     :raises ProtocolError: a batch header, CRC or records section that does not decode.
     """
     records: list[ConsumerRecord] = []
-    new_record = tuple.__new__
-    record_type = ConsumerRecord
     next_offset = fetch_offset
     for position, header in iter_batches(data):
         if header.last_offset < next_offset:
@@ -105,21 +103,21 @@ def records_from_fetch(
         if header.is_control:
             next_offset = header.last_offset + 1
             continue
-        _, batch_records = decode_batch(data, position)
         log_append = header.timestamp_type == TimestampType.LOG_APPEND_TIME
-        base_offset = header.base_offset
-        if base_offset >= next_offset and not log_append:
-            # The common case, every record wanted: one comprehension, no per-record checks.
-            base_timestamp = header.base_timestamp
-            records += [
-                new_record(
-                    record_type,
-                    (topic, partition, base_offset + od, base_timestamp + td, key, value, headers),
-                )
-                for od, td, key, value, headers in batch_records
-            ]
+        if header.base_offset >= next_offset and not log_append:
+            # The common case, every record wanted: decoded straight into ConsumerRecords.
+            _, batch_records = decode_batch(
+                data,
+                position,
+                base_offset=header.base_offset,
+                base_timestamp=header.base_timestamp,
+                prefix=(topic, partition),
+                record_type=ConsumerRecord,
+            )
+            records += batch_records
             next_offset = header.last_offset + 1
             continue
+        _, batch_records = decode_batch(data, position)
         for record in batch_records:
             offset = header.base_offset + record.offset_delta
             if offset < next_offset:

@@ -46,8 +46,8 @@ from tmq.protocol.compression import Codec
 from tmq.protocol.errors import ErrorCode
 from tmq.protocol.records import HEADER_SIZE
 
-from ._batching import Batch, Joined, PartitionQueue, PendingRecord, record_size
-from .cluster import Cluster
+from ._batching import Batch, Joined, PartitionQueue, PendingRecord
+from .cluster import Cluster, TopicInfo
 from .errors import (
     STALE_METADATA_ERRORS,
     BrokerResponseError,
@@ -62,6 +62,9 @@ __all__ = ["BufferFullError", "Producer", "RecordMetadata"]
 _log = Logger()
 
 _ZSTD_MIN_PRODUCE_VERSION = 7
+_MAX_ROUTES = 4096  # keys whose partition is remembered, per topic
+_RECORD_OVERHEAD = 21  # Kafka's MAX_RECORD_OVERHEAD: varints and attributes of one record
+_HEADER_OVERHEAD = 10  # the two varint lengths of a record header
 
 #: Errors after which the broker will not take this producer id's next sequence.
 _PRODUCER_ID_ERRORS = frozenset(
@@ -165,6 +168,7 @@ class Producer:
         self._partitioner = partitioner if partitioner is not None else Partitioner()
 
         self._partitions: dict[tuple[str, int], PartitionQueue] = {}
+        self._routes: dict[str, tuple[TopicInfo, dict[bytes, PartitionQueue]]] = {}
         self._awaiting_topic: dict[str, list[PendingRecord]] = {}
         self._topic_attempts: collections.Counter[str] = collections.Counter()
         self._timers: dict[Any, IDelayedCall] = {}
@@ -221,7 +225,7 @@ class Producer:
         """
         waiter = Deferred()
         try:
-            self._enqueue(topic, value, key, partition, headers, timestamp_ms, waiter)
+            self.produce(topic, value, key, partition, headers, timestamp_ms, waiter)
         except (KafkaError, TypeError) as e:
             return fail(e)
         return waiter
@@ -248,25 +252,30 @@ class Producer:
             ``max_request_bytes``, or the producer's fatal error.
         :raises TypeError: a key, value or header that is not bytes-like.
         """
-        self._enqueue(topic, value, key, partition, headers, timestamp_ms, on_delivery)
-
-    def _enqueue(self, topic, value, key, partition, headers, timestamp_ms, waiter) -> None:
+        # ``send`` passes its Deferred as ``on_delivery``; ``_settle`` tells the two apart.
         if self._closed:
             raise ClientClosedError("the producer is closed")
         if self._fatal is not None:
             raise self._fatal
-        if key is not None and type(key) is not bytes:
-            key = bytes(key)
-        if value is not None and type(value) is not bytes:
-            value = bytes(value)
+        # size: the record's estimated encoded size, for batch sizes and the buffer bound
+        # (Kafka's estimate: the payload plus the most its varints and attributes can take).
+        size = _RECORD_OVERHEAD
+        if key is not None:
+            if type(key) is not bytes:
+                key = bytes(key)
+            size += len(key)
+        if value is not None:
+            if type(value) is not bytes:
+                value = bytes(value)
+            size += len(value)
         if headers:
             headers = tuple((str(k), None if v is None else bytes(v)) for k, v in headers)
+            size += sum(len(k) + len(v or b"") + _HEADER_OVERHEAD for k, v in headers)
         else:
             headers = ()
         now = self._clock.seconds()
         if timestamp_ms is None:
             timestamp_ms = int(now * 1000)
-        size = record_size(key, value, headers)
         if size + HEADER_SIZE > self._max_request_bytes:
             raise BrokerResponseError(
                 ErrorCode.MESSAGE_TOO_LARGE,
@@ -280,24 +289,24 @@ class Producer:
         self._buffered_bytes += size
         info = self._cluster.metadata.topics.get(topic)
         if topic in self._awaiting_topic or info is None or not info.partitions:
-            self._await_topic(
-                PendingRecord(
-                    topic, partition, key, value, headers, timestamp_ms, index, now, waiter, size
-                )
+            record = PendingRecord(
+                topic, partition, key, value, headers, timestamp_ms, index, now, on_delivery, size
+            )
+            self._await_topic(record)
+            return
+        if partition is None:
+            routes = self._routes.get(topic)
+            queue = routes[1].get(key) if routes is not None and routes[0] is info else None
+            if queue is None:
+                queue = self._route(topic, info, key)
+        elif not 0 <= partition < info.partition_count:
+            self._out_of_range(
+                topic, partition, info.partition_count, timestamp_ms, index, on_delivery, size
             )
             return
-        count = info.partition_count
-        if partition is None:
-            partition = self._partitioner.partition(key, count)
-        elif not 0 <= partition < count:
-            self._out_of_range(topic, partition, count, timestamp_ms, index, waiter, size)
-            return
-        queue = self._partitions.get((topic, partition))
-        if queue is None:
-            queue = self._queue(topic, partition)
-        joined = queue.append(
-            topic, partition, key, value, headers, timestamp_ms, index, now, now, waiter, size
-        )
+        else:
+            queue = self._partitions.get((topic, partition)) or self._queue(topic, partition)
+        joined = queue.append(key, value, headers, timestamp_ms, index, now, now, on_delivery, size)
         if joined:  # Joined.OPEN: the drain scheduled when that batch was started still stands
             self._schedule_drain(now if joined == Joined.FULL else now + self._linger_s)
 
@@ -357,7 +366,7 @@ class Producer:
         self._topic_attempts.pop(info.name, None)
         now = self._clock.seconds()
         for record in self._awaiting_topic.pop(info.name, []):
-            self._add(record, info.partition_count, now)
+            self._add(record, info, now)
 
     def _topic_unknown(self, failure: Failure, topic: str) -> None:
         waiting = self._awaiting_topic.get(topic, [])
@@ -383,26 +392,25 @@ class Producer:
         )
         self._set_timer(("topic", topic), delay, self._look_up_topic, topic)
 
-    def _add(self, record: PendingRecord, partition_count: int, now: float) -> None:
+    def _add(self, record: PendingRecord, info: TopicInfo, now: float) -> None:
         """Queue a record that waited for its topic's metadata."""
         partition = record.partition
         if partition is None:
-            partition = self._partitioner.partition(record.key, partition_count)
-        elif not 0 <= partition < partition_count:
+            queue = self._route(record.topic, info, record.key)
+        elif not 0 <= partition < info.partition_count:
             self._out_of_range(
                 record.topic,
                 partition,
-                partition_count,
+                info.partition_count,
                 record.timestamp,
                 record.index,
                 record.waiter,
                 record.size,
             )
             return
-        queue = self._queue(record.topic, partition)
+        else:
+            queue = self._queue(record.topic, partition)
         joined = queue.append(
-            record.topic,
-            partition,
             record.key,
             record.value,
             record.headers,
@@ -415,6 +423,22 @@ class Producer:
         )
         if joined:
             self._schedule_drain(now if joined == Joined.FULL else now + self._linger_s)
+
+    def _route(self, topic: str, info: TopicInfo, key: bytes | None) -> PartitionQueue:
+        """The queue of the partition the partitioner picks for ``key`` in ``topic``.
+
+        A key's partition depends only on the key and the partition count, so it is remembered
+        in ``_routes``, where ``produce`` looks it up: per topic, the metadata it was computed
+        with and up to ``_MAX_ROUTES`` keys (forgotten all at once past that, and when the
+        metadata changes).
+        """
+        routes = self._routes.get(topic)
+        if routes is None or routes[0] is not info or len(routes[1]) >= _MAX_ROUTES:
+            routes = self._routes[topic] = (info, {})
+        queue = self._queue(topic, self._partitioner.partition(key, info.partition_count))
+        if key is not None:
+            routes[1][key] = queue
+        return queue
 
     def _out_of_range(self, topic, partition, partition_count, timestamp, index, waiter, size):
         error = BrokerResponseError(
@@ -429,7 +453,10 @@ class Producer:
         queue = self._partitions.get((topic, partition))
         if queue is None:
             queue = self._partitions[(topic, partition)] = PartitionQueue(
-                batch_bytes=self._batch_bytes, delivery_timeout_s=self._delivery_timeout_s
+                topic,
+                partition,
+                batch_bytes=self._batch_bytes,
+                delivery_timeout_s=self._delivery_timeout_s,
             )
         return queue
 

@@ -173,6 +173,7 @@ class CsvParser:
         metrics = self._metrics
         gpus = self._gpus
         parse_labels = self._label_parser.parse_doubled
+        new_sample = tuple.__new__  # makes a Sample without its Python-level __new__
         number = 1
         while line := readline(MAX_LINE_CHARS):
             number += 1
@@ -269,10 +270,10 @@ class CsvParser:
                     labels_cache.clear()
                 labels_cache[labels_text] = labels
 
-            yield Sample(
+            yield new_sample(Sample, (
                 time_us, metric, gpu_index, fields[3], uuid, fields[5], fields[6], fields[7],
                 fields[8], fields[9], value, labels,
-            )  # fmt: skip
+            ))  # fmt: skip
 
 
 def _skip_rest_of_line(readline) -> None:
