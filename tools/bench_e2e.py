@@ -6,6 +6,10 @@ partitions), then ``tmq producer`` on a generated CSV of ``--rows`` rows with th
 times. Measured from the producer's start until the sink has committed every row; then the
 database is checked to hold every row once.
 
+The pipeline runs ``--rounds`` times (a new topic and database each time) on one broker and
+one cluster: this machine's speed varies from minute to minute, so every round is reported,
+and the best one's figures at the top, as the other benchmarks do.
+
 Reported: sustained rows/s (floor 50,000), and the CPU each stage spent per row (producer,
 broker, sink, PostgreSQL server, from ``/proc``), next to baselines from the same run: the
 rate at which ``tmq.telemetry`` parses the same CSV with nothing else to do, and the raw binary
@@ -19,6 +23,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,6 +60,12 @@ def add_parser(kinds) -> None:
     parser.add_argument(
         "--partitions", type=int, default=4, help="partitions of the topic (default 4)"
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="runs of the pipeline; the best is reported first, every one listed (default 3)",
+    )
     parser.add_argument("--dir", default=None, help="parent of the temporary directory")
     parser.set_defaults(run=_run, bench_parser=parser)
 
@@ -65,8 +76,14 @@ def _run(args: argparse.Namespace) -> int:
         args.bench_parser.error(f"--rows must be a positive multiple of {block}")
     if args.partitions < 1:
         args.bench_parser.error("--partitions must be >= 1")
+    if args.rounds < 1:
+        args.bench_parser.error("--rounds must be >= 1")
     results = run_e2e_bench(
-        rows=args.rows, partitions=args.partitions, parent=args.dir, progress=sys.stderr
+        rows=args.rows,
+        partitions=args.partitions,
+        rounds=args.rounds,
+        parent=args.dir,
+        progress=sys.stderr,
     )
     json.dump(results, sys.stdout, indent=2)
     sys.stdout.write("\n")
@@ -86,11 +103,13 @@ def _parse_rate(path: Path) -> float:
         return count / (time.perf_counter() - start)
 
 
-def run_e2e_bench(*, rows: int, partitions: int, parent: str | None = None, progress=None):
-    """Run the pipeline in a fresh directory and return the JSON-ready results."""
-    import psycopg
-
-    from tmq.sink.schema import migrate
+def run_e2e_bench(
+    *, rows: int, partitions: int, rounds: int = 3, parent: str | None = None, progress=None
+):
+    """Run the pipeline ``rounds`` times in a fresh directory (one broker and one PostgreSQL
+    cluster; a new topic and database per round) and return the JSON-ready results: every
+    round, and the best one's figures at the top level (as the other benchmarks report the
+    best of their rounds)."""
     from tmq.telemetry.gen import write_csv
 
     from .postgres import PostgresError, ThrowawayPostgres
@@ -100,7 +119,7 @@ def run_e2e_bench(*, rows: int, partitions: int, parent: str | None = None, prog
             print(text, file=progress, flush=True)
 
     workdir = Path(tempfile.mkdtemp(prefix="tmq-bench-e2e-", dir=parent))
-    broker = postgres = sink = None
+    broker = postgres = None
     try:
         csv_path = workdir / "fleet.csv"
         say(f"generating {rows} rows ...")
@@ -114,24 +133,73 @@ def run_e2e_bench(*, rows: int, partitions: int, parent: str | None = None, prog
             raise CommandError(str(error)) from None
         ceiling = bench_sink.copy_ceiling(postgres.create_database("ceiling"), rows, 10_000)
         broker = BenchBroker(workdir)
-        created = subprocess.run(
-            _tmq("topics", "create", "gpu", "--partitions", str(partitions),
-                 "--set", "retention.ms=-1", "--bootstrap", broker.bootstrap),
-            cwd=workdir, capture_output=True, text=True,
+        results = []
+        for number in range(1, rounds + 1):
+            say(f"running the pipeline, round {number} of {rounds} ...")
+            results.append(_round(number, workdir, csv_path, rows, partitions, broker, postgres))
+    finally:
+        if broker is not None:
+            broker.stop()
+        if postgres is not None:
+            postgres.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    best = max(results, key=lambda result: result["rows_per_s"])
+    return {
+        "benchmark": "e2e",
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "config": {
+            "rows": rows,
+            "partitions": partitions,
+            "rounds": rounds,
+            "producer": "tmq producer --csv, source times, acks=all (idempotent)",
+            "broker": "one process, flush.policy=always",
+            "sink": "tmq sink, default writer",
+            "postgres": "throwaway cluster, durable (fsync on)",
+        },
+        "rows_per_s": best["rows_per_s"],
+        "median_rows_per_s": statistics.median(result["rows_per_s"] for result in results),
+        "producer_rows_per_s": best["producer_rows_per_s"],
+        "floor_rows_per_s": FLOOR_ROWS_PER_S,
+        "meets_floor": best["rows_per_s"] >= FLOOR_ROWS_PER_S,
+        "cpu_us_per_row": best["cpu_us_per_row"],
+        "rounds": results,
+        "baselines": {
+            "csv_parse_rows_per_s": round(parse_rate),
+            "raw_copy_rows_per_s": round(rows / ceiling["seconds"]),
+        },
+        "verified": all(result["verified"] for result in results),
+    }
+
+
+def _round(number: int, workdir: Path, csv_path: Path, rows: int, partitions: int, broker,
+           postgres) -> dict:  # fmt: skip
+    """One run of the pipeline on topic ``gpu-<number>`` and database ``telemetry_<number>``:
+    its rate, the producer's, each stage's CPU per row and whether every row is stored once."""
+    import psycopg
+
+    from tmq.sink.schema import migrate
+
+    topic = f"gpu-{number}"
+    created = subprocess.run(
+        _tmq("topics", "create", topic, "--partitions", str(partitions),
+             "--set", "retention.ms=-1", "--bootstrap", broker.bootstrap),
+        cwd=workdir, capture_output=True, text=True,
+    )  # fmt: skip
+    if created.returncode:
+        raise CommandError(f"creating the topic failed: {created.stderr.strip()}")
+    dsn = postgres.create_database(f"telemetry_{number}")
+    with psycopg.connect(dsn) as connection:
+        migrate(connection)
+    with open(workdir / f"sink-{number}.log", "wb") as log:
+        sink = subprocess.Popen(
+            _tmq("sink", "--topic", topic, "--dsn", dsn, "--bootstrap", broker.bootstrap,
+                 "--status-interval", "0"),
+            cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
-        if created.returncode:
-            raise CommandError(f"creating the topic failed: {created.stderr.strip()}")
-        dsn = postgres.create_database("telemetry")
-        with psycopg.connect(dsn) as connection:
-            migrate(connection)
-        with open(workdir / "sink.log", "wb") as log:
-            sink = subprocess.Popen(
-                _tmq("sink", "--topic", "gpu", "--dsn", dsn, "--bootstrap", broker.bootstrap,
-                     "--status-interval", "0"),
-                cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+    try:
         _wait_for_locks(dsn, partitions, sink)
-        say("running the pipeline ...")
         before = {
             "broker": process_cpu_seconds(broker.process.pid),
             "sink": process_cpu_seconds(sink.pid),
@@ -139,7 +207,7 @@ def run_e2e_bench(*, rows: int, partitions: int, parent: str | None = None, prog
         }
         start = time.perf_counter()
         producer = subprocess.Popen(
-            _tmq("producer", "--csv", str(csv_path), "--topic", "gpu", "--timestamps",
+            _tmq("producer", "--csv", str(csv_path), "--topic", topic, "--timestamps",
                  "source", "--progress", "never", "--bootstrap", broker.bootstrap),
             cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
@@ -161,37 +229,13 @@ def run_e2e_bench(*, rows: int, partitions: int, parent: str | None = None, prog
                 "SELECT count(*), count(DISTINCT (gpu, metric, time)) FROM telemetry"
             ).fetchone()
     finally:
-        if sink is not None and sink.poll() is None:
+        if sink.poll() is None:
             sink.terminate()
             sink.wait(60)
-        if broker is not None:
-            broker.stop()
-        if postgres is not None:
-            postgres.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
-    rate = rows / elapsed
     return {
-        "benchmark": "e2e",
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "config": {
-            "rows": rows,
-            "partitions": partitions,
-            "producer": "tmq producer --csv, source times, acks=all (idempotent)",
-            "broker": "one process, flush.policy=always",
-            "sink": "tmq sink, default writer",
-            "postgres": "throwaway cluster, durable (fsync on)",
-        },
-        "rows_per_s": round(rate),
+        "rows_per_s": round(rows / elapsed),
         "producer_rows_per_s": round(rows / producer_seconds),
-        "floor_rows_per_s": FLOOR_ROWS_PER_S,
-        "meets_floor": rate >= FLOOR_ROWS_PER_S,
         "cpu_us_per_row": {stage: round(seconds / rows * 1e6, 2) for stage, seconds in cpu.items()},
-        "baselines": {
-            "csv_parse_rows_per_s": round(parse_rate),
-            "raw_copy_rows_per_s": round(rows / ceiling["seconds"]),
-        },
         "verified": stored == (rows, rows),
     }
 
