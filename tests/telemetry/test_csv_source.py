@@ -365,6 +365,34 @@ class ParserTests:
         items = list(parser.parse(io.StringIO(capture(*(row(labels_raw=t) for t in texts)))))
         assert [item.labels for item in items] == [{"gpu": str(i % 3)} for i in range(9)]
 
+    def test_samples_of_a_series_share_their_fields(self):
+        """The rows of one series (same metric_name .. namespace) give samples holding the
+        same field objects; another series gets its own."""
+        items = parse(capture(row(value="1"), row(value="2"), row(Hostname="other")))
+        first, second, other = items
+        assert first == good_sample(value=1.0) and second == good_sample(value=2.0)
+        assert all(a is b for a, b in zip(first[1:10], second[1:10], strict=True))
+        assert other.hostname == "other" and other.uuid is not first.uuid
+
+    def test_a_known_series_still_checks_the_rest_of_the_row(self):
+        """A row of a series already seen is still rejected for its own bad time, value or
+        labels, with its line number."""
+        items = parse(capture(
+            row(), row(timestamp="yesterday"), row(value="x"), row(labels_raw="a=1"), row(),
+        ))  # fmt: skip
+        assert items[0] == items[4] == good_sample()
+        assert [(item.line_number, item.reason.split()[1]) for item in items[1:4]] == [
+            (3, "timestamp"), (4, "value"), (5, "labels_raw:"),
+        ]  # fmt: skip
+
+    def test_tiny_series_cache(self):
+        """With room for one series, alternating series still parse right."""
+        parser = CsvParser(label_cache_size=1)
+        hosts = [f"host-{index % 3}" for index in range(9)]
+        text = capture(*(row(Hostname=host) for host in hosts))
+        items = list(parser.parse(io.StringIO(text)))
+        assert [item.hostname for item in items] == hosts
+
     def test_cache_size_must_be_positive(self):
         with pytest.raises(ValueError):
             CsvParser(label_cache_size=0)

@@ -135,6 +135,9 @@ class CsvParser:
     A fleet repeats the same label texts every scrape, so the parser remembers what each
     ``labels_raw`` text parsed to, up to ``label_cache_size`` of them; past that it forgets
     them all and starts over. Samples that share a label text share one labels dict.
+    Likewise it remembers the checked fields ``metric_name`` to ``namespace`` of each series
+    by their text in the line: samples of one series share those field objects (whose
+    hashes later stages then compute once).
     """
 
     def __init__(self, *, label_cache_size: int = DEFAULT_LABEL_CACHE_SIZE) -> None:
@@ -145,8 +148,8 @@ class CsvParser:
         self._labels: dict[str, dict[str, str]] = {}
         self._label_parser = LabelParser()
         self._times: dict[str, int] = {}
-        self._metrics: set[str] = set()
-        self._gpus: dict[str, int] = {}
+        # metric_name ..namespace as they appear in a fully quoted line -> the checked fields
+        self._series: dict[str, tuple] = {}
 
     def parse(self, stream: TextIO) -> Iterator[Sample | RowError]:
         """Every row of ``stream`` after the header, in order, as a ``Sample`` or a
@@ -170,8 +173,7 @@ class CsvParser:
         labels_cache = self._labels
         label_cache_size = self._label_cache_size
         times = self._times
-        metrics = self._metrics
-        gpus = self._gpus
+        series_cache = self._series
         parse_labels = self._label_parser.parse_doubled
         new_sample = tuple.__new__  # makes a Sample without its Python-level __new__
         number = 1
@@ -194,6 +196,10 @@ class CsvParser:
             ):
                 timestamp = fields[0][1:]
                 labels_text = fields[11][:-1]
+                # fields 1 to 9 with their '","' delimiters: no other quote is in there
+                series_text = body[
+                    len(fields[0]) + 3 : len(body) - len(fields[11]) - len(fields[10]) - 6
+                ]
             elif not body:
                 continue
             else:
@@ -207,6 +213,7 @@ class CsvParser:
                     continue
                 timestamp = fields[0]
                 labels_text = fields[11].replace('"', '""')
+                series_text = None
 
             time_us = times.get(timestamp)
             if time_us is None:
@@ -219,32 +226,26 @@ class CsvParser:
                     times.clear()
                 times[timestamp] = time_us
 
-            metric = fields[1]
-            if metric not in metrics:
+            series = series_cache.get(series_text)
+            if series is None:
+                metric = fields[1]
                 if not is_metric_name(metric):
                     reason = f"bad metric_name {metric!r}: expected DCGM_FI_[A-Z0-9_]+"
                     yield RowError(number, reason, body)
                     continue
-                if len(metrics) >= _SMALL_CACHE_SIZE:
-                    metrics.clear()
-                metrics.add(metric)
-
-            gpu_text = fields[2]
-            gpu_index = gpus.get(gpu_text)
-            if gpu_index is None:
                 try:
-                    gpu_index = parse_gpu_index(gpu_text)
+                    gpu_index = parse_gpu_index(fields[2])
                 except ValueError as error:
                     yield RowError(number, f"bad gpu_id: {error}", body)
                     continue
-                if len(gpus) >= _SMALL_CACHE_SIZE:
-                    gpus.clear()
-                gpus[gpu_text] = gpu_index
-
-            uuid = fields[4]
-            if not uuid:
-                yield RowError(number, "empty uuid", body)
-                continue
+                if not fields[4]:
+                    yield RowError(number, "empty uuid", body)
+                    continue
+                series = (metric, gpu_index, *fields[3:10])
+                if series_text is not None:
+                    if len(series_cache) >= label_cache_size:
+                        series_cache.clear()
+                    series_cache[series_text] = series
 
             value_text = fields[10]
             try:
@@ -270,10 +271,7 @@ class CsvParser:
                     labels_cache.clear()
                 labels_cache[labels_text] = labels
 
-            yield new_sample(Sample, (
-                time_us, metric, gpu_index, fields[3], uuid, fields[5], fields[6], fields[7],
-                fields[8], fields[9], value, labels,
-            ))  # fmt: skip
+            yield new_sample(Sample, (time_us, *series, value, labels))
 
 
 def _skip_rest_of_line(readline) -> None:

@@ -25,10 +25,12 @@ from twisted.internet.task import deferLater
 
 from tmq.client import Producer
 
-from .codec import encode_sample
+from .codec import encode_sample, record_key
 from .model import RowError, Sample
 
 __all__ = ["PublishStats", "Publisher"]
+
+_KEYS_MAX = 65536  # record keys kept, one per GPU
 
 
 @dataclass
@@ -94,6 +96,7 @@ class Publisher:
         self.stats = PublishStats()
         self._counts_before = (producer.delivered_count, producer.failed_count)
         self._last_stamp: dict[tuple[str, str], int] = {}  # series -> its last time_us
+        self._keys: dict[str, bytes] = {}  # uuid -> record key (bounded)
         self._paced_since: float | None = None
         self._paced_count = 0
 
@@ -103,6 +106,7 @@ class Publisher:
         stats = self.stats
         produce = self._producer.produce
         now_us = int(self._reactor.seconds() * 1_000_000)
+        keys = self._keys
         sent_before = stats.sent
         for item in items:
             stats.read += 1
@@ -113,10 +117,12 @@ class Publisher:
                 continue
             if self._stamp_now:
                 item = item._replace(time_us=self._stamp(item, now_us))
-            produce(
-                self.topic, encode_sample(item), key=item.uuid.encode(),
-                timestamp_ms=item.time_us // 1000,
-            )  # fmt: skip
+            key = keys.get(item.uuid)
+            if key is None:
+                if len(keys) >= _KEYS_MAX:
+                    keys.clear()
+                key = keys[item.uuid] = record_key(item)
+            produce(self.topic, encode_sample(item), key=key, timestamp_ms=item.time_us // 1000)
             stats.sent += 1
         await self._pace(stats.sent - sent_before)
         if self._producer.buffered_bytes > self._window:
