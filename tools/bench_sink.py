@@ -207,7 +207,10 @@ def _run_sink(bootstrap: str, dsn: str, writer_name: str, rows: int, batch: int)
     import psycopg
     from twisted.logger import LogLevel, globalLogBeginner, textFileLogObserver
 
+    from tmq.process import tune_gc
     from tmq.sink.schema import migrate
+
+    tune_gc()  # as ``tmq sink`` runs
 
     def warnings(event) -> None:  # the sink's warnings (a retried write, say) on stderr
         if event.get("log_level", LogLevel.info) >= LogLevel.warn:
