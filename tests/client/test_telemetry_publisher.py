@@ -11,6 +11,7 @@ from tmq.client.cluster import Cluster
 from tmq.client.producer import Producer
 from tmq.protocol.apis import ApiKey
 from tmq.protocol.errors import ErrorCode
+from tmq.telemetry import publisher as publisher_module
 from tmq.telemetry.codec import decode_sample
 from tmq.telemetry.model import RowError, Sample
 from tmq.telemetry.publisher import Publisher
@@ -66,6 +67,29 @@ class PublisherTests(SynchronousTestCase):
         self.assertEqual(times, [now_us, now_us + 1, now_us])
         others = [s._replace(time_us=0) for _, s in self.stored()]
         self.assertEqual(others, [s._replace(time_us=0) for s in samples])
+
+    def test_series_stamps_stay_bounded_and_distinct(self):
+        """Past the bound, stamps from before now are forgotten (they cannot meet a new one),
+        those of the current instant are kept, so a series still never repeats a time."""
+        self.patch(publisher_module, "_KEYS_MAX", 2)
+        publisher = self.publisher(timestamps="now")
+
+        def publish(*uuids):  # no rate, a large window: done at once, the clock standing
+            self.successResultOf(ensureDeferred(publisher.publish([sample(u) for u in uuids])))
+
+        now_us = int(T0 * 1_000_000)
+        publish("GPU-a", "GPU-b", "GPU-c")
+        publish("GPU-a")  # over the bound, but every stamp is of this instant: all kept
+        self.assertEqual(len(publisher._last_stamp), 3)
+        self.kafka.clock.advance(1)
+        publish("GPU-a", "GPU-a")  # the stamps of the instant before are forgotten
+        self.assertEqual(len(publisher._last_stamp), 1)
+        self.drive(publisher.finish())
+        later_us = now_us + 1_000_000
+        self.assertEqual([(k, s.time_us) for k, s in self.stored()], [
+            (b"GPU-a", now_us), (b"GPU-b", now_us), (b"GPU-c", now_us),
+            (b"GPU-a", now_us + 1), (b"GPU-a", later_us), (b"GPU-a", later_us + 1),
+        ])  # fmt: skip
 
     def test_rejects_are_counted_and_handed_over(self):
         publisher = self.publisher()

@@ -30,7 +30,7 @@ from .model import RowError, Sample
 
 __all__ = ["PublishStats", "Publisher"]
 
-_KEYS_MAX = 65536  # record keys kept, one per GPU
+_KEYS_MAX = 65536  # record keys kept (one per GPU), and series stamps before pruning
 
 
 @dataclass
@@ -95,7 +95,8 @@ class Publisher:
         self._on_reject = on_reject
         self.stats = PublishStats()
         self._counts_before = (producer.delivered_count, producer.failed_count)
-        self._last_stamp: dict[tuple[str, str], int] = {}  # series -> its last time_us
+        # series -> its last time_us; bounded: pruned of past stamps once it is large
+        self._last_stamp: dict[tuple[str, str], int] = {}
         self._keys: dict[str, bytes] = {}  # uuid -> record key (bounded)
         self._paced_since: float | None = None
         self._paced_count = 0
@@ -107,6 +108,9 @@ class Publisher:
         produce = self._producer.produce
         now_us = int(self._reactor.seconds() * 1_000_000)
         keys = self._keys
+        if len(self._last_stamp) > _KEYS_MAX:
+            # a stamp from before now cannot meet a new one (never below now): forget it
+            self._last_stamp = {s: t for s, t in self._last_stamp.items() if t >= now_us}
         sent_before = stats.sent
         for item in items:
             stats.read += 1
