@@ -8,6 +8,7 @@ path to its declaration. Readers work on a ``memoryview`` and raise ``ProtocolEr
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 from .errors import ProtocolError
 
@@ -41,6 +42,58 @@ def check_count(count: int, view: memoryview, position: int, what: str) -> None:
     """Reject an array count that is negative or larger than the bytes left."""
     if count < 0 or count > len(view) - position:
         raise ProtocolError(f"invalid {what} count {count}")
+
+
+def read_records(view: memoryview, position: int) -> tuple[memoryview | None, int]:
+    """Read an INT32-length records field at ``position`` as a view of ``view`` (no copy), or
+    ``None`` for length -1; return it and the next position.
+
+    :raises ProtocolError: the length is truncated, below -1 or past the end.
+    """
+    if position + 4 > len(view):
+        raise ProtocolError("truncated records length")
+    (length,) = I32.unpack_from(view, position)
+    position += 4
+    if length == -1:
+        return None, position
+    if 0 <= length <= len(view) - position:
+        return view[position : position + length], position + length
+    raise ProtocolError(f"invalid records length {length}")
+
+
+def read_array(
+    view: memoryview, position: int, what: str, read_item: Callable[[memoryview, int], tuple]
+) -> tuple[list, int]:
+    """Read a classic (INT32-count) array at ``position``, each item by
+    ``read_item(view, position) -> (item, next position)``; return the items and the next
+    position.
+
+    :raises ProtocolError: the count is truncated, negative or larger than the bytes left.
+    """
+    if position + 4 > len(view):
+        raise ProtocolError(f"truncated {what} count")
+    (count,) = I32.unpack_from(view, position)
+    position += 4
+    check_count(count, view, position, what)
+    items = []
+    for _ in range(count):
+        item, position = read_item(view, position)
+        items.append(item)
+    return items, position
+
+
+def read_topics(
+    view: memoryview, position: int, read_partition: Callable[[memoryview, int], tuple]
+) -> tuple[list[tuple[str, list]], int]:
+    """Read the ``[name, [partition]]`` topic array most requests and responses carry, each
+    partition by ``read_partition``; return ``[(name, partitions)]`` and the next position."""
+
+    def read_topic(view: memoryview, position: int) -> tuple:
+        name, position = read_string(view, position, nullable=False)
+        partitions, position = read_array(view, position, "partition", read_partition)
+        return (name, partitions), position
+
+    return read_array(view, position, "topic", read_topic)
 
 
 def pack_string(out: bytearray, value: str | None) -> None:

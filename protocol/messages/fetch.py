@@ -13,7 +13,7 @@ import struct
 from construct import Container
 
 from ..errors import ProtocolError
-from ..fastwire import I32, I64, check_count, pack_string, read_string
+from ..fastwire import I32, I64, pack_string, read_array, read_records, read_topics
 from ..schema import INT8, INT16, INT32, INT64, RECORDS, STRING, Array, Field, Message
 
 __all__ = ["FetchRequest", "FetchResponse", "decode_fetch_response", "encode_fetch_response"]
@@ -179,6 +179,44 @@ def decode_fetch_response(body: bytes | memoryview, version: int) -> Container:
     FetchResponse.check_version(version)
     view = memoryview(body)
     size = len(view)
+
+    def read_aborted(view: memoryview, position: int) -> tuple[Container, int]:
+        producer_id, first_offset = _ABORTED.unpack_from(view, position)
+        return (
+            Container(producer_id=producer_id, first_offset=first_offset),
+            position + _ABORTED_SIZE,
+        )
+
+    def read_partition(view: memoryview, position: int) -> tuple[Container, int]:
+        index, code, high_watermark, last_stable = _PARTITION_FIXED.unpack_from(view, position)
+        position += _PARTITION_FIXED.size
+        log_start = -1
+        if version >= 5:
+            (log_start,) = I64.unpack_from(view, position)
+            position += 8
+        aborted = None
+        (aborted_count,) = I32.unpack_from(view, position)
+        if aborted_count == -1:
+            position += 4
+        else:
+            aborted, position = read_array(view, position, "aborted transaction", read_aborted)
+        preferred = -1
+        if version >= 11:
+            (preferred,) = I32.unpack_from(view, position)
+            position += 4
+        records, position = read_records(view, position)
+        partition = Container(
+            partition_index=index,
+            error_code=code,
+            high_watermark=high_watermark,
+            last_stable_offset=last_stable,
+            log_start_offset=log_start,
+            aborted_transactions=aborted,
+            preferred_read_replica=preferred,
+            records=records,
+        )
+        return partition, position
+
     try:
         if version >= 7:
             throttle_time_ms, error_code, session_id = _V7_HEAD.unpack_from(view, 0)
@@ -187,63 +225,8 @@ def decode_fetch_response(body: bytes | memoryview, version: int) -> Container:
             (throttle_time_ms,) = _V4_HEAD.unpack_from(view, 0)
             error_code = session_id = 0
             position = 4
-        (topic_count,) = I32.unpack_from(view, position)
-        position += 4
-        check_count(topic_count, view, position, "topic")
-        topics = []
-        for _ in range(topic_count):
-            name, position = read_string(view, position, nullable=False)
-            (partition_count,) = I32.unpack_from(view, position)
-            position += 4
-            check_count(partition_count, view, position, "partition")
-            partitions = []
-            for _ in range(partition_count):
-                index, code, high_watermark, last_stable = _PARTITION_FIXED.unpack_from(
-                    view, position
-                )
-                position += _PARTITION_FIXED.size
-                log_start = -1
-                if version >= 5:
-                    (log_start,) = I64.unpack_from(view, position)
-                    position += 8
-                (aborted_count,) = I32.unpack_from(view, position)
-                position += 4
-                aborted = None
-                if aborted_count != -1:
-                    check_count(aborted_count, view, position, "aborted transaction")
-                    aborted = []
-                    for _ in range(aborted_count):
-                        producer_id, first_offset = _ABORTED.unpack_from(view, position)
-                        position += _ABORTED_SIZE
-                        aborted.append(
-                            Container(producer_id=producer_id, first_offset=first_offset)
-                        )
-                preferred = -1
-                if version >= 11:
-                    (preferred,) = I32.unpack_from(view, position)
-                    position += 4
-                (length,) = I32.unpack_from(view, position)
-                position += 4
-                if length == -1:
-                    records = None
-                elif 0 <= length <= size - position:
-                    records = view[position : position + length]
-                    position += length
-                else:
-                    raise ProtocolError(f"invalid records length {length}")
-                partitions.append(
-                    Container(
-                        partition_index=index,
-                        error_code=code,
-                        high_watermark=high_watermark,
-                        last_stable_offset=last_stable,
-                        log_start_offset=log_start,
-                        aborted_transactions=aborted,
-                        preferred_read_replica=preferred,
-                        records=records,
-                    )
-                )
-            topics.append(Container(topic=name, partitions=partitions))
+        topics, position = read_topics(view, position, read_partition)
+        topics = [Container(topic=name, partitions=partitions) for name, partitions in topics]
     except struct.error:
         raise ProtocolError(f"truncated FetchResponse v{version}") from None
     if position != size:

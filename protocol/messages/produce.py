@@ -13,7 +13,7 @@ import struct
 from construct import Container
 
 from ..errors import ProtocolError
-from ..fastwire import I32, check_count, pack_string, read_string
+from ..fastwire import I32, pack_string, read_array, read_records, read_string, read_topics
 from ..schema import INT16, INT32, INT64, RECORDS, STRING, Array, Field, Message
 
 __all__ = [
@@ -86,7 +86,7 @@ ProduceResponse = Message(
 # of the request body (never copied). tests/protocol/test_fastpaths.py holds it to the
 # declaration above.
 
-_ACKS_TIMEOUT_COUNT = struct.Struct(">hii")
+_ACKS_TIMEOUT = struct.Struct(">hi")
 _INDEX_SIZE = struct.Struct(">ii")
 
 
@@ -104,34 +104,20 @@ def decode_produce_request(body: bytes | memoryview, version: int) -> dict:
     view = memoryview(body)
     size = len(view)
     transactional_id, position = read_string(view, 0, nullable=True)
-    if position + 10 > size:
+    if position + 6 > size:
         raise ProtocolError("truncated Produce request")
-    acks, timeout_ms, topic_count = _ACKS_TIMEOUT_COUNT.unpack_from(view, position)
-    position += 10
-    check_count(topic_count, view, position, "topic")
-    topics = []
-    for _ in range(topic_count):
-        name, position = read_string(view, position, nullable=False)
+    acks, timeout_ms = _ACKS_TIMEOUT.unpack_from(view, position)
+    position += 6
+
+    def read_partition(view: memoryview, position: int) -> tuple[dict, int]:
         if position + 4 > size:
             raise ProtocolError("truncated Produce request")
-        (partition_count,) = I32.unpack_from(view, position)
-        position += 4
-        check_count(partition_count, view, position, "partition")
-        partitions = []
-        for _ in range(partition_count):
-            if position + 8 > size:
-                raise ProtocolError("truncated Produce request")
-            index, length = _INDEX_SIZE.unpack_from(view, position)
-            position += 8
-            if length == -1:
-                records = None
-            elif 0 <= length <= size - position:
-                records = view[position : position + length]
-                position += length
-            else:
-                raise ProtocolError(f"invalid records length {length}")
-            partitions.append({"index": index, "records": records})
-        topics.append({"name": name, "partition_data": partitions})
+        (index,) = I32.unpack_from(view, position)
+        records, position = read_records(view, position + 4)
+        return {"index": index, "records": records}, position
+
+    topics, position = read_topics(view, position, read_partition)
+    topics = [{"name": name, "partition_data": partitions} for name, partitions in topics]
     if position != size:
         left = size - position
         raise ProtocolError(f"malformed ProduceRequest v{version}: {left} bytes left over")
@@ -208,52 +194,43 @@ def decode_produce_response(body: bytes | memoryview, version: int) -> Container
     ProduceResponse.check_version(version)
     view = memoryview(body)
     size = len(view)
+
+    def read_record_error(view: memoryview, position: int) -> tuple[Container, int]:
+        (batch_index,) = I32.unpack_from(view, position)
+        text, position = read_string(view, position + 4, nullable=True)
+        return Container(batch_index=batch_index, batch_index_error_message=text), position
+
+    def read_partition(view: memoryview, position: int) -> tuple[Container, int]:
+        index, code, base_offset = _PARTITION_ANSWER.unpack_from(view, position)
+        position += _PARTITION_ANSWER.size
+        log_append_time = log_start = -1
+        if version >= 2:
+            (log_append_time,) = _I64.unpack_from(view, position)
+            position += 8
+        if version >= 5:
+            (log_start,) = _I64.unpack_from(view, position)
+            position += 8
+        record_errors = []
+        message = None
+        if version >= 8:
+            record_errors, position = read_array(view, position, "record error", read_record_error)
+            message, position = read_string(view, position, nullable=True)
+        partition = Container(
+            index=index,
+            error_code=code,
+            base_offset=base_offset,
+            log_append_time_ms=log_append_time,
+            log_start_offset=log_start,
+            record_errors=record_errors,
+            error_message=message,
+        )
+        return partition, position
+
     try:
-        (topic_count,) = I32.unpack_from(view, 0)
-        position = 4
-        check_count(topic_count, view, position, "topic")
-        topics = []
-        for _ in range(topic_count):
-            name, position = read_string(view, position, nullable=False)
-            (partition_count,) = I32.unpack_from(view, position)
-            position += 4
-            check_count(partition_count, view, position, "partition")
-            partitions = []
-            for _ in range(partition_count):
-                index, code, base_offset = _PARTITION_ANSWER.unpack_from(view, position)
-                position += _PARTITION_ANSWER.size
-                log_append_time = log_start = -1
-                if version >= 2:
-                    (log_append_time,) = _I64.unpack_from(view, position)
-                    position += 8
-                if version >= 5:
-                    (log_start,) = _I64.unpack_from(view, position)
-                    position += 8
-                record_errors = []
-                message = None
-                if version >= 8:
-                    (error_count,) = I32.unpack_from(view, position)
-                    position += 4
-                    check_count(error_count, view, position, "record error")
-                    for _ in range(error_count):
-                        (batch_index,) = I32.unpack_from(view, position)
-                        text, position = read_string(view, position + 4, nullable=True)
-                        record_errors.append(
-                            Container(batch_index=batch_index, batch_index_error_message=text)
-                        )
-                    message, position = read_string(view, position, nullable=True)
-                partitions.append(
-                    Container(
-                        index=index,
-                        error_code=code,
-                        base_offset=base_offset,
-                        log_append_time_ms=log_append_time,
-                        log_start_offset=log_start,
-                        record_errors=record_errors,
-                        error_message=message,
-                    )
-                )
-            topics.append(Container(name=name, partition_responses=partitions))
+        topics, position = read_topics(view, 0, read_partition)
+        topics = [
+            Container(name=name, partition_responses=partitions) for name, partitions in topics
+        ]
         throttle_time_ms = 0
         if version >= 1:
             (throttle_time_ms,) = I32.unpack_from(view, position)
