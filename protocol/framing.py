@@ -59,9 +59,7 @@ class FrameDecoder:
             (size,) = _SIZE.unpack_from(buffer, position)
             if size < 0 or size > self.max_frame_bytes:
                 view.release()
-                raise FrameTooLarge(
-                    f"frame size {size} outside 0..{self.max_frame_bytes} bytes"
-                )
+                raise FrameTooLarge(f"frame size {size} outside 0..{self.max_frame_bytes} bytes")
             end = position + 4 + size
             if end > available:
                 break

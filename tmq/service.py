@@ -46,8 +46,9 @@ class BrokerService(Service):
     :param on_failure: called with the Failure if starting fails (the CLI exits 1 on it).
     """
 
-    def __init__(self, config: BrokerConfig, reactor, *, fs: FileSystem | None = None,
-                 on_failure=None):
+    def __init__(
+        self, config: BrokerConfig, reactor, *, fs: FileSystem | None = None, on_failure=None
+    ):
         self.config = config
         self.reactor = reactor
         self.fs = fs or OsFileSystem()

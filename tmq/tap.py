@@ -35,14 +35,28 @@ class Options(usage.Options):
         "TMQ_* environment variable (TMQ_DATA_DIR, TMQ_LISTEN, TMQ_SET='k=v,k=v', ...)."
     )
     optParameters = [
-        ["id", None, "0", "broker id: a number, or 'auto' for the ordinal at the end of the "
-         "hostname (StatefulSet pods: broker-2 -> 2)"],
+        [
+            "id",
+            None,
+            "0",
+            "broker id: a number, or 'auto' for the ordinal at the end of the "
+            "hostname (StatefulSet pods: broker-2 -> 2)",
+        ],
         ["listen", None, "127.0.0.1:9092", "HOST:PORT to listen on (port 0: any free port)"],
         ["data-dir", None, None, "directory for the logs; repeat for several (required)"],
-        ["metadata", None, "local", "where cluster metadata lives: 'local' (files in the "
-         "first data directory)"],
-        ["advertise", None, None, "HOST:PORT clients are told (default: the listen address; "
-         "localhost if it listens on all interfaces)"],
+        [
+            "metadata",
+            None,
+            "local",
+            "where cluster metadata lives: 'local' (files in the first data directory)",
+        ],
+        [
+            "advertise",
+            None,
+            None,
+            "HOST:PORT clients are told (default: the listen address; "
+            "localhost if it listens on all interfaces)",
+        ],
         ["rack", None, None, "rack of this broker (replica placement)"],
         ["cluster-id", None, "tmq", "cluster id reported to clients"],
     ]

@@ -296,8 +296,7 @@ def run_codec_bench(*, seconds: float, rounds: int, progress=None) -> dict:
     record_array = Array(_RECORDS_PER_BATCH, _RECORD_CONSTRUCT)
     results["record_decode"] = _entry(
         "records/s",
-        _rate(lambda: decode_records(section, _RECORDS_PER_BATCH), **measure)
-        * _RECORDS_PER_BATCH,
+        _rate(lambda: decode_records(section, _RECORDS_PER_BATCH), **measure) * _RECORDS_PER_BATCH,
         "construct_interpreted",
         _rate(lambda: record_array.parse(section), **measure) * _RECORDS_PER_BATCH,
         "record_decode",

@@ -37,11 +37,12 @@ def add_parsers(commands) -> None:
     create = actions.add_parser("create", help="create a topic")
     create.add_argument("name")
     create.add_argument("--partitions", type=int, default=1, help="default %(default)s")
+    create.add_argument("--replication-factor", type=int, default=1, help="default %(default)s")
     create.add_argument(
-        "--replication-factor", type=int, default=1, help="default %(default)s"
-    )
-    create.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="topic config with Kafka's names (retention.ms, segment.bytes, flush.policy...)",
     )
     bootstrap_option(create)
@@ -66,9 +67,7 @@ def add_parsers(commands) -> None:
     produce.add_argument("topic")
     produce.add_argument("--acks", choices=["all", "1", "0"], default="all")
     produce.add_argument("--key", help="key of every record (default: none)")
-    produce.add_argument(
-        "--compression", choices=[c.name.lower() for c in Codec], default="none"
-    )
+    produce.add_argument("--compression", choices=[c.name.lower() for c in Codec], default="none")
     bootstrap_option(produce)
     produce.set_defaults(run=_produce)
 
@@ -117,9 +116,7 @@ def _create(args) -> int:
     from tmq.client.sync import SyncAdmin
 
     with SyncAdmin(args.bootstrap) as admin:
-        admin.create_topic(
-            args.name, args.partitions, args.replication_factor, _configs(args.set)
-        )
+        admin.create_topic(args.name, args.partitions, args.replication_factor, _configs(args.set))
     print(f"created topic {args.name} with {args.partitions} partitions")
     return 0
 

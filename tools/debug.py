@@ -24,6 +24,7 @@ from .errors import CommandError
 
 __all__ = ["add_parser", "decode_request_frame", "decode_response_frame"]
 
+
 def add_parser(commands) -> None:
     parser = commands.add_parser(
         "debug",

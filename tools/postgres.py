@@ -277,8 +277,17 @@ class ThrowawayPostgres:
     def _initdb(self, run_as: pwd.struct_passwd | None) -> None:
         mark = self.log_path.stat().st_size if self.log_path.exists() else 0
         command = [
-            self.bin_dir / "initdb", "--pgdata", self.data_dir, "--username", SUPERUSER,
-            "--auth", "trust", "--encoding", "UTF8", "--locale", "C",
+            self.bin_dir / "initdb",
+            "--pgdata",
+            self.data_dir,
+            "--username",
+            SUPERUSER,
+            "--auth",
+            "trust",
+            "--encoding",
+            "UTF8",
+            "--locale",
+            "C",
         ]
         if not self.durable:
             command.append("--no-sync")
@@ -343,8 +352,11 @@ class ThrowawayPostgres:
             try:
                 # Through this cluster's own socket: whatever else may hold the TCP port.
                 psycopg.connect(
-                    host=str(self.directory), port=self.port, user=SUPERUSER,
-                    dbname="postgres", connect_timeout=2,
+                    host=str(self.directory),
+                    port=self.port,
+                    user=SUPERUSER,
+                    dbname="postgres",
+                    connect_timeout=2,
                 ).close()
                 return
             except psycopg.OperationalError as error:

@@ -51,8 +51,7 @@ def add_parser(commands) -> None:
         "--interval",
         type=float,
         default=None,
-        help="seconds between CSV replays (with --loop; default 0) or between scrapes "
-        "(default 10)",
+        help="seconds between CSV replays (with --loop; default 0) or between scrapes (default 10)",
     )
     parser.add_argument(
         "--rate", type=float, default=None, help="samples per second at most (default: no limit)"

@@ -52,8 +52,15 @@ def broker(broker_factory):
 # What a copy of the source tree for a wheel build leaves out (as tests/test_packaging.py does):
 # virtualenvs, caches and earlier build output.
 _NOT_SOURCE = {
-    ".git", ".venv", ".tox", "build", "dist", "tests",
-    ".hypothesis", ".pytest_cache", ".ruff_cache",
+    ".git",
+    ".venv",
+    ".tox",
+    "build",
+    "dist",
+    "tests",
+    ".hypothesis",
+    ".pytest_cache",
+    ".ruff_cache",
 }
 
 
@@ -77,7 +84,10 @@ def installed_site(tmp_path_factory) -> Path:
     shutil.copytree(REPO, source, ignore=_ignore_non_source)
     built = subprocess.run(
         [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", work, source],
-        capture_output=True, text=True, timeout=180, check=False,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
     )
     assert built.returncode == 0, built.stdout + built.stderr
     (wheel,) = work.glob("tmq-*.whl")

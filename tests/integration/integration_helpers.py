@@ -34,9 +34,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def stop_process(
-    process: subprocess.Popen | None, sig: int, timeout: float, log_path: Path
-) -> int:
+def stop_process(process: subprocess.Popen | None, sig: int, timeout: float, log_path: Path) -> int:
     """Send ``sig`` to ``process`` and return its exit status; a process still running after
     ``timeout`` is killed and the test fails with its log."""
     if process is None or process.poll() is not None:
@@ -67,9 +65,14 @@ class BrokerProcess:
     def command(self) -> list[str]:
         """The command line that runs this broker."""
         command = [
-            sys.executable, "-m", "tmq.tools.cli", "broker",
-            "--data-dir", str(self.data_dir),
-            "--listen", f"127.0.0.1:{self.port}",
+            sys.executable,
+            "-m",
+            "tmq.tools.cli",
+            "broker",
+            "--data-dir",
+            str(self.data_dir),
+            "--listen",
+            f"127.0.0.1:{self.port}",
         ]
         for setting in self.settings:
             command += ["--set", setting]
@@ -82,7 +85,10 @@ class BrokerProcess:
     def start(self, timeout: float = 30.0) -> BrokerProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         self.process = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.data_dir.parent,
+            self.command(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.data_dir.parent,
             env=self.environment(),
         )
         deadline = time.monotonic() + timeout
@@ -131,9 +137,14 @@ class TwistdBrokerProcess(BrokerProcess):
 
     def command(self) -> list[str]:
         command = [
-            *twistd_command(), "-n", "--pidfile=", "tmq-broker",
-            "--data-dir", str(self.data_dir),
-            "--listen", f"127.0.0.1:{self.port}",
+            *twistd_command(),
+            "-n",
+            "--pidfile=",
+            "tmq-broker",
+            "--data-dir",
+            str(self.data_dir),
+            "--listen",
+            f"127.0.0.1:{self.port}",
         ]
         for setting in self.settings:
             command += ["--set", setting]
@@ -156,7 +167,10 @@ def dump_log(partition_dir: Path) -> list[dict]:
     """The batches of a partition directory, as ``tmq debug dump-log`` prints them."""
     result = subprocess.run(
         [sys.executable, "-m", "tmq.tools.cli", "debug", "dump-log", str(partition_dir)],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
         cwd=partition_dir,  # not the repo root, whose tmq/ would shadow the installed package
     )
     assert result.returncode == 0, result.stderr

@@ -27,16 +27,35 @@ def test_cli_round_trip(broker, tmp_path):
     described = tmq("topics", "describe", "cli", *boot, cwd=tmp_path).stdout.decode()
     assert "topic cli: 2 partitions" in described and "leader 0" in described
     lines = [b"line %d" % i for i in range(500)]
-    produced = tmq("produce", "cli", "--key", "GPU-1", *boot, cwd=tmp_path,
-                   data=b"\n".join(lines) + b"\n")
+    produced = tmq(
+        "produce", "cli", "--key", "GPU-1", *boot, cwd=tmp_path, data=b"\n".join(lines) + b"\n"
+    )
     assert produced.returncode == 0, produced.stderr
-    consumed = tmq("consume", "cli", "--from-beginning", "--max-messages", "500",
-                   "--group", "g", *boot, cwd=tmp_path)
+    consumed = tmq(
+        "consume",
+        "cli",
+        "--from-beginning",
+        "--max-messages",
+        "500",
+        "--group",
+        "g",
+        *boot,
+        cwd=tmp_path,
+    )
     assert consumed.returncode == 0, consumed.stderr
     assert consumed.stdout.split(b"\n")[:-1] == lines
     tmq("produce", "cli", "--key", "GPU-1", *boot, cwd=tmp_path, data=b"after\n")
-    resumed = tmq("consume", "cli", "--from-beginning", "--max-messages", "1",
-                  "--group", "g", *boot, cwd=tmp_path)
+    resumed = tmq(
+        "consume",
+        "cli",
+        "--from-beginning",
+        "--max-messages",
+        "1",
+        "--group",
+        "g",
+        *boot,
+        cwd=tmp_path,
+    )
     assert resumed.stdout == b"after\n"
     assert tmq("topics", "delete", "cli", *boot, cwd=tmp_path).returncode == 0
     again = tmq("topics", "delete", "cli", *boot, cwd=tmp_path)

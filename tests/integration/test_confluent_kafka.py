@@ -42,8 +42,14 @@ def create_topic(bootstrap: str, name: str, partitions: int, **config: str) -> N
     futures[name].result(timeout=30)
 
 
-def produce(producer: Producer, topic: str, value: bytes, key: bytes | None = None,
-            on_delivery=None, partition: int | None = None) -> None:
+def produce(
+    producer: Producer,
+    topic: str,
+    value: bytes,
+    key: bytes | None = None,
+    on_delivery=None,
+    partition: int | None = None,
+) -> None:
     """``producer.produce``, waiting (bounded) for room when the local queue is full."""
     kwargs = {"key": key, "value": value, "on_delivery": on_delivery}
     if partition is not None:
@@ -172,8 +178,12 @@ def test_commit_and_committed_round_trip(broker):
 
     def consumer(group: str) -> Consumer:
         return Consumer(
-            {"bootstrap.servers": broker.bootstrap, "group.id": group,
-             "enable.auto.commit": False, "auto.offset.reset": "earliest"}
+            {
+                "bootstrap.servers": broker.bootstrap,
+                "group.id": group,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+            }
         )
 
     wanted = {0: 3, 1: 7, 2: 10}

@@ -39,11 +39,22 @@ def target(tmp_path_factory):
     ).start()
     try:
         with RawClient(broker.port) as client:
-            created = client.request(ApiKey.CREATE_TOPICS, 4, {
-                "topics": [{"name": TOPIC, "num_partitions": 1, "replication_factor": 1,
-                            "assignments": [], "configs": []}],
-                "timeout_ms": 10_000,
-            })
+            created = client.request(
+                ApiKey.CREATE_TOPICS,
+                4,
+                {
+                    "topics": [
+                        {
+                            "name": TOPIC,
+                            "num_partitions": 1,
+                            "replication_factor": 1,
+                            "assignments": [],
+                            "configs": [],
+                        }
+                    ],
+                    "timeout_ms": 10_000,
+                },
+            )
         assert created.topics[0].error_code == ErrorCode.NONE
         yield broker
     finally:
@@ -55,8 +66,9 @@ def batch(value: bytes = b"v", count: int = 1, **fields) -> bytes:
     return build_batch(records, base_timestamp=int(time.time() * 1000), **fields)
 
 
-def produce_body(records, *, topic: str = TOPIC, acks: int = -1,
-                 transactional_id: str | None = None) -> dict:
+def produce_body(
+    records, *, topic: str = TOPIC, acks: int = -1, transactional_id: str | None = None
+) -> dict:
     return {
         "transactional_id": transactional_id,
         "acks": acks,
@@ -74,29 +86,53 @@ def produce(client: RawClient, records, version: int = 8, **kwargs):
 
 
 def latest_offset(client: RawClient, topic: str = TOPIC) -> int:
-    response = client.request(ApiKey.LIST_OFFSETS, 1, {
-        "replica_id": -1,
-        "topics": [{"name": topic, "partitions": [{"partition_index": 0, "timestamp": -1}]}],
-    })
+    response = client.request(
+        ApiKey.LIST_OFFSETS,
+        1,
+        {
+            "replica_id": -1,
+            "topics": [{"name": topic, "partitions": [{"partition_index": 0, "timestamp": -1}]}],
+        },
+    )
     return response.topics[0].partitions[0].offset
 
 
 def assert_serves(broker: BrokerProcess) -> None:
     """A fresh connection gets ApiVersions, a Produce and a Fetch of what it produced."""
     with RawClient(broker.port) as client:
-        versions = client.request(ApiKey.API_VERSIONS, 3, {
-            "client_software_name": "tmq-tests", "client_software_version": "1",
-        })
+        versions = client.request(
+            ApiKey.API_VERSIONS,
+            3,
+            {
+                "client_software_name": "tmq-tests",
+                "client_software_version": "1",
+            },
+        )
         assert versions.error_code == ErrorCode.NONE
         stored = produce(client, batch(b"still-serving"))
         assert stored.error_code == ErrorCode.NONE
-        fetched = client.request(ApiKey.FETCH, 11, {
-            "max_wait_ms": 0, "min_bytes": 0, "isolation_level": 0,
-            "topics": [{"topic": TOPIC, "partitions": [{
-                "partition": 0, "fetch_offset": stored.base_offset,
-                "partition_max_bytes": 1 << 20}]}],
-            "rack_id": "",
-        })
+        fetched = client.request(
+            ApiKey.FETCH,
+            11,
+            {
+                "max_wait_ms": 0,
+                "min_bytes": 0,
+                "isolation_level": 0,
+                "topics": [
+                    {
+                        "topic": TOPIC,
+                        "partitions": [
+                            {
+                                "partition": 0,
+                                "fetch_offset": stored.base_offset,
+                                "partition_max_bytes": 1 << 20,
+                            }
+                        ],
+                    }
+                ],
+                "rack_id": "",
+            },
+        )
         records = fetched.responses[0].partitions[0].records
         header, decoded = decode_batch(records)
         assert header.base_offset == stored.base_offset
@@ -187,12 +223,24 @@ def test_pipelined_requests_are_answered_in_order(target):
     order with their correlation ids."""
     with RawClient(target.port) as client:
         end = latest_offset(client)
-        fetch = client.frame(ApiKey.FETCH, 11, {
-            "max_wait_ms": 300, "min_bytes": 1, "isolation_level": 0,
-            "topics": [{"topic": TOPIC, "partitions": [{
-                "partition": 0, "fetch_offset": end, "partition_max_bytes": 1 << 20}]}],
-            "rack_id": "",
-        })
+        fetch = client.frame(
+            ApiKey.FETCH,
+            11,
+            {
+                "max_wait_ms": 300,
+                "min_bytes": 1,
+                "isolation_level": 0,
+                "topics": [
+                    {
+                        "topic": TOPIC,
+                        "partitions": [
+                            {"partition": 0, "fetch_offset": end, "partition_max_bytes": 1 << 20}
+                        ],
+                    }
+                ],
+                "rack_id": "",
+            },
+        )
         frames = [fetch]
         for _ in range(30):
             frames.append(client.frame(ApiKey.API_VERSIONS, 0, {}))
@@ -248,9 +296,14 @@ def test_produce_to_an_unknown_topic_without_auto_creation(target):
     with RawClient(target.port) as client:
         answer = produce(client, batch(), topic="never-created")
         assert answer.error_code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
-        metadata = client.request(ApiKey.METADATA, 8, {
-            "topics": [{"name": "never-created"}], "allow_auto_topic_creation": True,
-        })
+        metadata = client.request(
+            ApiKey.METADATA,
+            8,
+            {
+                "topics": [{"name": "never-created"}],
+                "allow_auto_topic_creation": True,
+            },
+        )
         assert metadata.topics[0].error_code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
     assert not (target.data_dir / "never-created-0").exists()
 
@@ -271,14 +324,19 @@ def _with_codec(raw: bytes, codec: int) -> bytes:
 BAD_BATCHES = {
     "empty records": (b"", {ErrorCode.CORRUPT_MESSAGE}),
     "null records": (None, {ErrorCode.INVALID_RECORD}),
-    "truncated batch": (batch(b"x" * 100)[:-20], {ErrorCode.CORRUPT_MESSAGE,
-                                                  ErrorCode.INVALID_RECORD}),
+    "truncated batch": (
+        batch(b"x" * 100)[:-20],
+        {ErrorCode.CORRUPT_MESSAGE, ErrorCode.INVALID_RECORD},
+    ),
     "two batches in one partition": (batch() + batch(), {ErrorCode.INVALID_RECORD}),
     "magic 1": (_with_magic(batch(), 1), {ErrorCode.CORRUPT_MESSAGE, ErrorCode.INVALID_RECORD}),
-    "unknown codec 7": (_with_codec(batch(), 7), {ErrorCode.CORRUPT_MESSAGE,
-                                                  ErrorCode.INVALID_RECORD}),
+    "unknown codec 7": (
+        _with_codec(batch(), 7),
+        {ErrorCode.CORRUPT_MESSAGE, ErrorCode.INVALID_RECORD},
+    ),
     "producer id without a sequence": (
-        batch(producer_id=1, producer_epoch=0, base_sequence=-1), {ErrorCode.INVALID_RECORD}
+        batch(producer_id=1, producer_epoch=0, base_sequence=-1),
+        {ErrorCode.INVALID_RECORD},
     ),
     "garbage header": (random.Random(5).randbytes(200), {ErrorCode.CORRUPT_MESSAGE}),
 }
@@ -318,9 +376,14 @@ def test_idempotent_sequence_checks_on_the_wire(target):
     with its original offset and stored once; a sequence gap gets OUT_OF_ORDER_SEQUENCE_NUMBER;
     an epoch below the producer's gets INVALID_PRODUCER_EPOCH."""
     with RawClient(target.port) as client:
-        given = client.request(ApiKey.INIT_PRODUCER_ID, 1, {
-            "transactional_id": None, "transaction_timeout_ms": 60_000,
-        })
+        given = client.request(
+            ApiKey.INIT_PRODUCER_ID,
+            1,
+            {
+                "transactional_id": None,
+                "transaction_timeout_ms": 60_000,
+            },
+        )
         assert given.error_code == ErrorCode.NONE
         producer = {"producer_id": given.producer_id, "producer_epoch": given.producer_epoch}
         first = batch(count=3, base_sequence=0, **producer)
@@ -340,31 +403,74 @@ def test_idempotent_sequence_checks_on_the_wire(target):
 
 def _fuzz_samples() -> list[tuple[int, int, dict]]:
     fetch = {
-        "max_wait_ms": 10, "min_bytes": 1, "isolation_level": 0,
-        "topics": [{"topic": TOPIC, "partitions": [{"partition": 0, "fetch_offset": 0,
-                                                    "partition_max_bytes": 4096}]}],
+        "max_wait_ms": 10,
+        "min_bytes": 1,
+        "isolation_level": 0,
+        "topics": [
+            {
+                "topic": TOPIC,
+                "partitions": [{"partition": 0, "fetch_offset": 0, "partition_max_bytes": 4096}],
+            }
+        ],
         "rack_id": "",
     }
-    offsets = {"topics": [{"name": TOPIC, "partitions": [{"partition_index": 0,
-                                                          "timestamp": -2}]}]}
-    commit = {"group_id": "fuzz", "member_id": "", "topics": [{"name": TOPIC, "partitions": [
-        {"partition_index": 0, "committed_offset": 1, "committed_metadata": ""}]}]}
+    offsets = {"topics": [{"name": TOPIC, "partitions": [{"partition_index": 0, "timestamp": -2}]}]}
+    commit = {
+        "group_id": "fuzz",
+        "member_id": "",
+        "topics": [
+            {
+                "name": TOPIC,
+                "partitions": [
+                    {"partition_index": 0, "committed_offset": 1, "committed_metadata": ""}
+                ],
+            }
+        ],
+    }
     samples = [(ApiKey.PRODUCE, v, produce_body(batch(b"fuzz"))) for v in range(3, 9)]
     samples += [(ApiKey.FETCH, v, fetch) for v in range(4, 12)]
     samples += [(ApiKey.LIST_OFFSETS, v, offsets) for v in range(1, 6)]
     samples += [(ApiKey.METADATA, v, {"topics": [{"name": TOPIC}]}) for v in range(0, 9)]
     samples += [(ApiKey.OFFSET_COMMIT, v, commit) for v in range(2, 8)]
-    samples += [(ApiKey.OFFSET_FETCH, v, {"group_id": "fuzz", "topics": [
-        {"name": TOPIC, "partition_indexes": [0]}]}) for v in range(1, 6)]
+    samples += [
+        (
+            ApiKey.OFFSET_FETCH,
+            v,
+            {"group_id": "fuzz", "topics": [{"name": TOPIC, "partition_indexes": [0]}]},
+        )
+        for v in range(1, 6)
+    ]
     samples += [(ApiKey.FIND_COORDINATOR, v, {"key": "fuzz"}) for v in range(0, 3)]
     samples += [(ApiKey.API_VERSIONS, v, {}) for v in range(0, 4)]
-    samples += [(ApiKey.CREATE_TOPICS, v, {"topics": [{
-        "name": "fuzzed", "num_partitions": 1, "replication_factor": 1,
-        "assignments": [], "configs": []}], "validate_only": True}) for v in range(1, 5)]
+    samples += [
+        (
+            ApiKey.CREATE_TOPICS,
+            v,
+            {
+                "topics": [
+                    {
+                        "name": "fuzzed",
+                        "num_partitions": 1,
+                        "replication_factor": 1,
+                        "assignments": [],
+                        "configs": [],
+                    }
+                ],
+                "validate_only": True,
+            },
+        )
+        for v in range(1, 5)
+    ]
     samples += [(ApiKey.DELETE_TOPICS, v, {"topic_names": ["no-such-topic"]}) for v in range(4)]
     samples += [(ApiKey.INIT_PRODUCER_ID, v, {"transaction_timeout_ms": 1000}) for v in (0, 1)]
-    samples += [(ApiKey.OFFSET_FOR_LEADER_EPOCH, v, {"topics": [{"topic": TOPIC, "partitions": [
-        {"partition": 0, "leader_epoch": 0}]}]}) for v in range(0, 4)]
+    samples += [
+        (
+            ApiKey.OFFSET_FOR_LEADER_EPOCH,
+            v,
+            {"topics": [{"topic": TOPIC, "partitions": [{"partition": 0, "leader_epoch": 0}]}]},
+        )
+        for v in range(0, 4)
+    ]
     return samples
 
 
@@ -375,7 +481,7 @@ def _mutate(rng: random.Random, body: bytes) -> bytes:
         for _ in range(rng.randint(1, 4)):
             body[rng.randrange(len(body))] ^= 1 << rng.randrange(8)
     elif choice == 1 and body:
-        del body[rng.randrange(len(body)):]
+        del body[rng.randrange(len(body)) :]
     elif choice == 2:
         at = rng.randrange(len(body) + 1)
         body[at:at] = rng.randbytes(rng.randint(1, 8))
@@ -431,14 +537,18 @@ def test_still_serves_a_real_client_after_everything(target, tmp_path):
     kcat = require_binary("kcat", "kcat")
     lines = b"".join(b"after-hostile %d\n" % i for i in range(100))
     produced = subprocess.run(
-        [kcat, "-b", target.bootstrap, "-P", "-t", TOPIC], input=lines,
-        capture_output=True, timeout=60, check=False,
+        [kcat, "-b", target.bootstrap, "-P", "-t", TOPIC],
+        input=lines,
+        capture_output=True,
+        timeout=60,
+        check=False,
     )
     assert produced.returncode == 0, produced.stderr
     consumed = subprocess.run(
-        [kcat, "-b", target.bootstrap, "-C", "-t", TOPIC, "-o", "-100", "-e", "-q",
-         "-f", "%s\\n"],
-        capture_output=True, timeout=60, check=False,
+        [kcat, "-b", target.bootstrap, "-C", "-t", TOPIC, "-o", "-100", "-e", "-q", "-f", "%s\\n"],
+        capture_output=True,
+        timeout=60,
+        check=False,
     )
     assert consumed.returncode == 0, consumed.stderr
     assert consumed.stdout == lines

@@ -114,7 +114,9 @@ def test_group_commit_and_resume(broker):
     assert offsets == {partition: 25}, offsets
 
     second = KafkaConsumer(
-        bootstrap_servers=broker.bootstrap, group_id="kp-group", enable_auto_commit=False,
+        bootstrap_servers=broker.bootstrap,
+        group_id="kp-group",
+        enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
     try:

@@ -28,10 +28,21 @@ def test_produce_and_consume_10000_lines(broker, codec, capsys):
     carry that codec's bits (a client that silently stopped compressing fails here)."""
     topic = f"lines-{codec}"
     lines = [f"line {i} {'x' * (i % 50)}".encode() for i in range(10_000)]
-    kcat("-b", broker.bootstrap, "-P", "-t", topic, "-z", codec, "-X", "linger.ms=50",
-         data=b"\n".join(lines) + b"\n")
-    out = kcat("-b", broker.bootstrap, "-C", "-t", topic, "-o", "beginning", "-e", "-q",
-               "-f", "%s\n")
+    kcat(
+        "-b",
+        broker.bootstrap,
+        "-P",
+        "-t",
+        topic,
+        "-z",
+        codec,
+        "-X",
+        "linger.ms=50",
+        data=b"\n".join(lines) + b"\n",
+    )
+    out = kcat(
+        "-b", broker.bootstrap, "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%s\n"
+    )
     assert out.split(b"\n")[:-1] == lines
     capsys.readouterr()
     partition_dir = broker.data_dir / f"{topic}-0"

@@ -39,13 +39,13 @@ def create_topic(bootstrap: str, name: str, partitions: int) -> None:
     admin.create_topics([NewTopic(name, partitions, 1)], request_timeout=15)[name].result(30)
 
 
-def read_everything(bootstrap: str, topic: str, partitions: int, count: int,
-                    timeout: float = 60.0) -> list[tuple[int, int, bytes | None, bytes]]:
+def read_everything(
+    bootstrap: str, topic: str, partitions: int, count: int, timeout: float = 60.0
+) -> list[tuple[int, int, bytes | None, bytes]]:
     """(partition, offset, key, value) of the first ``count`` records of every partition
     (from the beginning), then checks for a moment that there are no more."""
     consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "restart-readers",
-         "enable.auto.commit": False}
+        {"bootstrap.servers": bootstrap, "group.id": "restart-readers", "enable.auto.commit": False}
     )
     records = []
     try:
@@ -128,7 +128,9 @@ def test_restarts_during_idempotent_produce_lose_and_duplicate_nothing(broker_fa
             for _ in range(100):
                 try:
                     producer.produce(
-                        topic, key=b"gpu-%d" % (sent % 40), value=b"%d" % sent,
+                        topic,
+                        key=b"gpu-%d" % (sent % 40),
+                        value=b"%d" % sent,
                         on_delivery=on_delivery,
                     )
                 except BufferError:
@@ -194,8 +196,13 @@ def test_sigkill_keeps_acknowledged_data_and_producer_ids(broker_factory):
     assert first == [(0, i) for i in range(1000)]
 
     def group_member() -> Consumer:
-        return Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "survivors",
-                         "enable.auto.commit": False})
+        return Consumer(
+            {
+                "bootstrap.servers": broker.bootstrap,
+                "group.id": "survivors",
+                "enable.auto.commit": False,
+            }
+        )
 
     committer = group_member()
     committer.commit(offsets=[TopicPartition(topic, 0, 777)], asynchronous=False)
@@ -270,7 +277,9 @@ def test_sigterm_is_clean_and_the_restart_recovers_nothing(broker_factory):
     found = {}
     for partition in (0, 1):
         producer.produce(
-            topic, value=b"next", partition=partition,
+            topic,
+            value=b"next",
+            partition=partition,
             on_delivery=lambda e, m: found.setdefault(m.partition(), (e, m.offset())),
         )
     assert producer.flush(30) == 0
@@ -287,17 +296,38 @@ def test_sigterm_answers_every_produce_it_stored(broker_factory):
     broker = broker_factory()
     topic = "drained"
     with RawClient(broker.port) as client:
-        created = client.request(ApiKey.CREATE_TOPICS, 4, {"topics": [{
-            "name": topic, "num_partitions": 1, "replication_factor": 1,
-            "assignments": [], "configs": []}], "timeout_ms": 10_000})
+        created = client.request(
+            ApiKey.CREATE_TOPICS,
+            4,
+            {
+                "topics": [
+                    {
+                        "name": topic,
+                        "num_partitions": 1,
+                        "replication_factor": 1,
+                        "assignments": [],
+                        "configs": [],
+                    }
+                ],
+                "timeout_ms": 10_000,
+            },
+        )
         assert created.topics[0].error_code == ErrorCode.NONE
 
     def produce_frame(client: RawClient, index: int) -> bytes:
         records = build_batch([Record(0, 0, None, b"%d" % index)], base_timestamp=1)
-        return client.frame(ApiKey.PRODUCE, 8, {
-            "transactional_id": None, "acks": -1, "timeout_ms": 10_000,
-            "topic_data": [{"name": topic, "partition_data": [{"index": 0,
-                                                              "records": records}]}]})
+        return client.frame(
+            ApiKey.PRODUCE,
+            8,
+            {
+                "transactional_id": None,
+                "acks": -1,
+                "timeout_ms": 10_000,
+                "topic_data": [
+                    {"name": topic, "partition_data": [{"index": 0, "records": records}]}
+                ],
+            },
+        )
 
     total = 3000
     client = RawClient(broker.port, timeout=30)
@@ -326,8 +356,16 @@ def test_sigterm_answers_every_produce_it_stored(broker_factory):
     assert broker.process.wait(30) == 0  # one SIGTERM only: a second may land after shutdown
     broker = broker_factory(data_dir=broker.data_dir, port=broker.port)
     with RawClient(broker.port) as reader:
-        listed = reader.request(ApiKey.LIST_OFFSETS, 1, {"replica_id": -1, "topics": [{
-            "name": topic, "partitions": [{"partition_index": 0, "timestamp": -1}]}]})
+        listed = reader.request(
+            ApiKey.LIST_OFFSETS,
+            1,
+            {
+                "replica_id": -1,
+                "topics": [
+                    {"name": topic, "partitions": [{"partition_index": 0, "timestamp": -1}]}
+                ],
+            },
+        )
     stored = listed.topics[0].partitions[0].offset
     assert 50 <= answered <= total and stored <= total
     assert stored == answered, (
@@ -342,19 +380,44 @@ def test_sigterm_with_stuck_clients_stops_promptly(broker_factory):
     status 0 within 15s and writes the clean-shutdown marker."""
     broker = broker_factory()
     with RawClient(broker.port) as client:
-        created = client.request(ApiKey.CREATE_TOPICS, 4, {"topics": [{
-            "name": "stuck", "num_partitions": 1, "replication_factor": 1,
-            "assignments": [], "configs": []}], "timeout_ms": 10_000})
+        created = client.request(
+            ApiKey.CREATE_TOPICS,
+            4,
+            {
+                "topics": [
+                    {
+                        "name": "stuck",
+                        "num_partitions": 1,
+                        "replication_factor": 1,
+                        "assignments": [],
+                        "configs": [],
+                    }
+                ],
+                "timeout_ms": 10_000,
+            },
+        )
         assert created.topics[0].error_code == ErrorCode.NONE
     half = RawClient(broker.port)
     half.send_bytes(struct.pack(">ihhi", 1000, ApiKey.METADATA, 1, 7))
     poller = RawClient(broker.port, timeout=30)
-    long_poll = poller.send(ApiKey.FETCH, 11, {
-        "max_wait_ms": 60_000, "min_bytes": 1, "isolation_level": 0,
-        "topics": [{"topic": "stuck", "partitions": [{
-            "partition": 0, "fetch_offset": 0, "partition_max_bytes": 4096}]}],
-        "rack_id": "",
-    })
+    long_poll = poller.send(
+        ApiKey.FETCH,
+        11,
+        {
+            "max_wait_ms": 60_000,
+            "min_bytes": 1,
+            "isolation_level": 0,
+            "topics": [
+                {
+                    "topic": "stuck",
+                    "partitions": [
+                        {"partition": 0, "fetch_offset": 0, "partition_max_bytes": 4096}
+                    ],
+                }
+            ],
+            "rack_id": "",
+        },
+    )
     flood = RawClient(broker.port)
     flood.sock.setblocking(False)
     burst = flood.frame(ApiKey.METADATA, 1, {"topics": None}) * 1000
@@ -390,8 +453,9 @@ def test_topic_with_the_longest_legal_name_is_deleted_and_the_broker_restarts(br
     admin.delete_topics([name], operation_timeout=15)[name].result(timeout=30)
     deadline = time.monotonic() + 5
     while (broker.data_dir / f"{name}-0").exists():
-        assert time.monotonic() < deadline, f"the partition directory is still there:\n" \
-            f"{broker.log()[-3000:]}"
+        assert time.monotonic() < deadline, (
+            f"the partition directory is still there:\n{broker.log()[-3000:]}"
+        )
         time.sleep(0.1)
     assert broker.stop(signal.SIGTERM) == 0
     broker = broker_factory(data_dir=broker.data_dir, port=broker.port)

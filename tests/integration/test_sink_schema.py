@@ -14,29 +14,54 @@ from tmq.sink.schema import MIGRATIONS, SCHEMA_VERSION, migrate, migrate_deferre
 
 TABLES = {
     "gpus": {
-        "uuid": "text", "id": "integer", "hostname": "text", "device": "text",
-        "gpu_index": "integer", "model": "text", "driver": "text", "labels": "jsonb",
-        "first_seen": "timestamp with time zone", "last_seen": "timestamp with time zone",
+        "uuid": "text",
+        "id": "integer",
+        "hostname": "text",
+        "device": "text",
+        "gpu_index": "integer",
+        "model": "text",
+        "driver": "text",
+        "labels": "jsonb",
+        "first_seen": "timestamp with time zone",
+        "last_seen": "timestamp with time zone",
     },
     "telemetry": {
-        "time": "timestamp with time zone", "gpu": "integer", "metric": "text",
-        "value": "double precision", "container": "text", "pod": "text", "namespace": "text",
+        "time": "timestamp with time zone",
+        "gpu": "integer",
+        "metric": "text",
+        "value": "double precision",
+        "container": "text",
+        "pod": "text",
+        "namespace": "text",
     },
     "consumer_offsets": {
-        "consumer_group": "text", "topic": "text", "partition": "integer",
-        "next_offset": "bigint", "updated_at": "timestamp with time zone",
+        "consumer_group": "text",
+        "topic": "text",
+        "partition": "integer",
+        "next_offset": "bigint",
+        "updated_at": "timestamp with time zone",
     },
     "dead_letters": {
-        "id": "bigint", "consumer_group": "text", "topic": "text", "partition": "integer",
-        "record_offset": "bigint", "key": "bytea", "value": "bytea", "reason": "text",
+        "id": "bigint",
+        "consumer_group": "text",
+        "topic": "text",
+        "partition": "integer",
+        "record_offset": "bigint",
+        "key": "bytea",
+        "value": "bytea",
+        "reason": "text",
         "received_at": "timestamp with time zone",
     },
     "sink_instances": {
-        "consumer_group": "text", "instance_id": "text",
-        "started_at": "timestamp with time zone", "heartbeat_at": "timestamp with time zone",
+        "consumer_group": "text",
+        "instance_id": "text",
+        "started_at": "timestamp with time zone",
+        "heartbeat_at": "timestamp with time zone",
     },
     "schema_migrations": {
-        "version": "integer", "name": "text", "applied_at": "timestamp with time zone",
+        "version": "integer",
+        "name": "text",
+        "applied_at": "timestamp with time zone",
     },
 }
 
@@ -45,9 +70,9 @@ INDEXES = {
     ("gpus", "gpus_hostname"): "(hostname, uuid)",
     ("gpus", "gpus_id"): "UNIQUE INDEX gpus_id ON public.gpus USING btree (id)",
     ("telemetry", "telemetry_gpu_metric_time"): "UNIQUE INDEX telemetry_gpu_metric_time ON "
-    "public.telemetry USING btree (gpu, metric, \"time\")",
-    ("telemetry", "telemetry_gpu_time"): "(gpu, \"time\")",
-    ("telemetry", "telemetry_time_brin"): "USING brin (\"time\")",
+    'public.telemetry USING btree (gpu, metric, "time")',
+    ("telemetry", "telemetry_gpu_time"): '(gpu, "time")',
+    ("telemetry", "telemetry_time_brin"): 'USING brin ("time")',
     ("consumer_offsets", "consumer_offsets_pkey"): "(consumer_group, topic, partition)",
     ("dead_letters", "dead_letters_pkey"): "(id)",
     ("sink_instances", "sink_instances_pkey"): "(consumer_group, instance_id)",
@@ -74,7 +99,9 @@ def catalog(dsn: str) -> dict:
             "SELECT version, name, applied_at FROM schema_migrations ORDER BY version"
         ).fetchall()
     return {
-        "columns": columns, "indexes": indexes, "functions": functions,
+        "columns": columns,
+        "indexes": indexes,
+        "functions": functions,
         "migrations": migrations,
     }
 
@@ -97,8 +124,12 @@ class SchemaMigrationTests:
         assert columns == TABLES
         nullable = {(t, c) for t, c, _, null in found["columns"] if null == "YES"}
         assert nullable == {
-            ("gpus", "driver"), ("telemetry", "value"), ("telemetry", "container"),
-            ("telemetry", "pod"), ("telemetry", "namespace"), ("dead_letters", "key"),
+            ("gpus", "driver"),
+            ("telemetry", "value"),
+            ("telemetry", "container"),
+            ("telemetry", "pod"),
+            ("telemetry", "namespace"),
+            ("dead_letters", "key"),
             ("dead_letters", "value"),
         }
         indexes = {(table, name): definition for table, name, definition in found["indexes"]}

@@ -48,16 +48,31 @@ def sample(
     if driver:
         labels["DCGM_FI_DRIVER_VERSION"] = driver
     return Sample(
-        time_us, metric, gpu_index, f"nvidia{gpu_index}", uuid, "NVIDIA H100 80GB HBM3",
-        hostname, container, pod, namespace, value, labels,
+        time_us,
+        metric,
+        gpu_index,
+        f"nvidia{gpu_index}",
+        uuid,
+        "NVIDIA H100 80GB HBM3",
+        hostname,
+        container,
+        pod,
+        namespace,
+        value,
+        labels,
     )
 
 
 def stored_row(s: Sample) -> tuple:
     """A sample as ``telemetry_rows`` reads it back."""
     return (
-        s.time_us, s.uuid, s.metric, s.value,
-        s.container or None, s.pod or None, s.namespace or None,
+        s.time_us,
+        s.uuid,
+        s.metric,
+        s.value,
+        s.container or None,
+        s.pod or None,
+        s.namespace or None,
     )
 
 
@@ -72,10 +87,12 @@ class Database:
             return connection.execute(query, params).fetchall()
 
     def telemetry(self) -> set[tuple]:
-        return set(self.rows(
-            "SELECT (extract(epoch FROM time) * 1000000)::bigint, g.uuid, metric, value,"
-            " container, pod, namespace FROM telemetry JOIN gpus g ON g.id = telemetry.gpu"
-        ))
+        return set(
+            self.rows(
+                "SELECT (extract(epoch FROM time) * 1000000)::bigint, g.uuid, metric, value,"
+                " container, pod, namespace FROM telemetry JOIN gpus g ON g.id = telemetry.gpu"
+            )
+        )
 
     def count(self, table: str) -> int:
         return self.rows(f"SELECT count(*) FROM {table}")[0][0]
@@ -102,10 +119,13 @@ class Database:
 
     def backends(self) -> list[int]:
         """The process ids of the other sessions on this database."""
-        return [pid for (pid,) in self.rows(
-            "SELECT pid FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )]
+        return [
+            pid
+            for (pid,) in self.rows(
+                "SELECT pid FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ]
 
 
 class Harness:
@@ -123,9 +143,7 @@ class Harness:
         if self.kind == "txpostgres":
             writer = self.runner.call(TxPostgresWriter, self.runner.reactor, self.dsn)
         else:
-            writer = self.runner.call(
-                CopyWriter, self.runner.reactor, self.threadpool, self.dsn
-            )
+            writer = self.runner.call(CopyWriter, self.runner.reactor, self.threadpool, self.dsn)
         self.runner.call(writer.start)
         self.made.append(writer)
         return writer
@@ -137,12 +155,24 @@ class Harness:
         return self.runner.submit(method, *args, **kwargs)
 
     def write(
-        self, writer: TelemetryWriter, expected: int | None, next_offset: int,
-        samples=(), dead_letters=(), partition: int = 0, group: str = GROUP,
+        self,
+        writer: TelemetryWriter,
+        expected: int | None,
+        next_offset: int,
+        samples=(),
+        dead_letters=(),
+        partition: int = 0,
+        group: str = GROUP,
     ) -> WriteResult:
         return self.call(
-            writer.write_batch, group, TOPIC, partition, expected, next_offset,
-            list(samples), list(dead_letters),
+            writer.write_batch,
+            group,
+            TOPIC,
+            partition,
+            expected,
+            next_offset,
+            list(samples),
+            list(dead_letters),
         )
 
     def close_all(self) -> None:
@@ -190,8 +220,15 @@ class TelemetryWriterContractTests:
         """Every sample becomes one row with its exact time, GPU, metric, value and workload
         labels (empty labels stored as NULL); the offset is committed."""
         samples = [
-            sample(T0 + i * SECOND, metric, uuid, float(i) + 0.25, container=container,
-                   pod=f"pod-{i}" if container else "", namespace="ml" if container else "")
+            sample(
+                T0 + i * SECOND,
+                metric,
+                uuid,
+                float(i) + 0.25,
+                container=container,
+                pod=f"pod-{i}" if container else "",
+                namespace="ml" if container else "",
+            )
             for i in range(3)
             for metric in ("DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED")
             for uuid, container in (("GPU-a", "trainer"), ("GPU-b", ""))
@@ -219,8 +256,7 @@ class TelemetryWriterContractTests:
         commas, braces, the word NULL, non-ASCII."""
         awkward = ['a"b', "back\\slash\\", "x,y", "{z}", "NULL", "é ü 雪", " padded "]
         samples = [
-            sample(T0, metric=f"M{i}", container=text, pod=text, namespace=text,
-                   hostname=text)
+            sample(T0, metric=f"M{i}", container=text, pod=text, namespace=text, hostname=text)
             for i, text in enumerate(awkward)
         ]
         writer = harness.writer()
@@ -289,9 +325,7 @@ class TelemetryWriterContractTests:
             harness.call(writer.write_batches, GROUP, TOPIC, [])
 
     @pytest.mark.parametrize("expected", [None, 10], ids=["first-batch", "next-batch"])
-    def test_two_writers_racing_on_one_fence_exactly_one_wins(
-        self, harness, database, expected
-    ):
+    def test_two_writers_racing_on_one_fence_exactly_one_wins(self, harness, database, expected):
         """Two writers send a batch for the same partition with the same expected offset
         (the first batch: both insert the offset row) while the table is locked, so both
         reach the fence together: one commits, the other fails with FencedError naming the
@@ -310,8 +344,7 @@ class TelemetryWriterContractTests:
                 next_offset: harness.submit(
                     writer.write_batch, GROUP, TOPIC, 0, expected, next_offset, samples, []
                 )
-                for (next_offset, samples), writer in zip(batches.items(), (one, two),
-                                                          strict=True)
+                for (next_offset, samples), writer in zip(batches.items(), (one, two), strict=True)
             }
             wait_for_lock_waiters(database, 2)
         outcomes = {}
@@ -328,9 +361,7 @@ class TelemetryWriterContractTests:
         assert database.offset() == winner
         assert database.telemetry() == {stored_row(s) for s in batches[winner]}
 
-    def test_dead_letters_keep_raw_bytes_and_reason_and_offsets_advance(
-        self, harness, database
-    ):
+    def test_dead_letters_keep_raw_bytes_and_reason_and_offsets_advance(self, harness, database):
         """Dead letters are stored with their exact bytes (NULL key or value included) and
         reason, next to the batch's good samples, and the offset moves past them."""
         letters = [
@@ -357,25 +388,29 @@ class TelemetryWriterContractTests:
         assert database.offset(partition=3) == 12
         assert database.count("dead_letters") == 4
 
-    def test_gpus_upsert_keeps_first_and_last_seen_and_the_newest_facts(
-        self, harness, database
-    ):
+    def test_gpus_upsert_keeps_first_and_last_seen_and_the_newest_facts(self, harness, database):
         """first_seen only moves back and last_seen only forward; hostname, index, labels
         (without __name__) come from the newest sample, also within a batch, and a known
         driver is kept when a newer sample does not say."""
         uuid = "GPU-upsert"
         writer = harness.writer()
-        harness.write(writer, None, 2, [
-            sample(T0 + 2 * SECOND, uuid=uuid, hostname="host-b", gpu_index=1),
-            sample(T0 + 1 * SECOND, uuid=uuid, hostname="host-a", gpu_index=0),
-        ])
+        harness.write(
+            writer,
+            None,
+            2,
+            [
+                sample(T0 + 2 * SECOND, uuid=uuid, hostname="host-b", gpu_index=1),
+                sample(T0 + 1 * SECOND, uuid=uuid, hostname="host-a", gpu_index=0),
+            ],
+        )
         gpu = database.gpu(uuid)
         assert (gpu["first_us"], gpu["last_us"]) == (T0 + SECOND, T0 + 2 * SECOND)
         assert (gpu["hostname"], gpu["device"], gpu["gpu_index"]) == ("host-b", "nvidia1", 1)
         assert gpu["model"] == "NVIDIA H100 80GB HBM3"
         assert gpu["driver"] == "535.129.03"
         assert gpu["labels"] == {
-            "Hostname": "host-b", "instance": "host-b:9400",
+            "Hostname": "host-b",
+            "instance": "host-b:9400",
             "DCGM_FI_DRIVER_VERSION": "535.129.03",
         }
 
@@ -384,8 +419,9 @@ class TelemetryWriterContractTests:
         assert (gpu["first_us"], gpu["last_us"]) == (T0, T0 + 2 * SECOND)
         assert (gpu["hostname"], gpu["driver"]) == ("host-b", "535.129.03")
 
-        harness.write(writer, 3, 4, [sample(T0 + 9 * SECOND, uuid=uuid, hostname="host-c",
-                                            driver="")])
+        harness.write(
+            writer, 3, 4, [sample(T0 + 9 * SECOND, uuid=uuid, hostname="host-c", driver="")]
+        )
         gpu = database.gpu(uuid)
         assert (gpu["first_us"], gpu["last_us"]) == (T0, T0 + 9 * SECOND)
         assert (gpu["hostname"], gpu["driver"]) == ("host-c", "535.129.03")
@@ -405,8 +441,7 @@ class TelemetryWriterContractTests:
         assert sorted(ids.values()) == [1, 2, 3]
         assert ids["GPU-c"] == 3
         assert database.rows(
-            "SELECT count(*) FROM telemetry t LEFT JOIN gpus g ON g.id = t.gpu"
-            " WHERE g.uuid IS NULL"
+            "SELECT count(*) FROM telemetry t LEFT JOIN gpus g ON g.id = t.gpu WHERE g.uuid IS NULL"
         ) == [(0,)]
         assert len(database.telemetry()) == database.count("telemetry") == 7
 
@@ -452,8 +487,16 @@ class TelemetryWriterContractTests:
         consecutive fences hold."""
         writer = harness.writer()
         futures = [
-            harness.submit(writer.write_batch, GROUP, TOPIC, 0, expected, expected_next,
-                           [sample(T0 + index * SECOND)], [])
+            harness.submit(
+                writer.write_batch,
+                GROUP,
+                TOPIC,
+                0,
+                expected,
+                expected_next,
+                [sample(T0 + index * SECOND)],
+                [],
+            )
             for index, (expected, expected_next) in enumerate([(None, 1), (1, 2), (2, 3)])
         ]
         assert [future.result(timeout=30).next_offset for future in futures] == [1, 2, 3]

@@ -26,8 +26,14 @@ from integration_helpers import (
 def run(command: list[str], cwd, site, timeout: float = 60, **kwargs):
     env = {**os.environ, "PYTHONPATH": str(site), "PYTHONUNBUFFERED": "1"}
     return subprocess.run(
-        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
-        check=False, **kwargs,
+        command,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        **kwargs,
     )
 
 
@@ -41,8 +47,11 @@ def test_the_plugin_is_found_in_the_installed_package(installed_site, tmp_path):
     assert options.returncode == 0, options.stderr
     for option in ("--data-dir", "--listen", "--advertise", "--set"):
         assert option in options.stdout
-    where = run([sys.executable, "-c", "import tmq.protocol; print(tmq.protocol.__file__)"],
-                tmp_path, installed_site)
+    where = run(
+        [sys.executable, "-c", "import tmq.protocol; print(tmq.protocol.__file__)"],
+        tmp_path,
+        installed_site,
+    )
     assert where.stdout.strip().startswith(str(installed_site)), where.stdout
 
 
@@ -59,20 +68,40 @@ def test_twistd_serves_kcat_and_stops_cleanly(installed_site, tmp_path):
     try:
         lines = b"".join(b"twistd line %d\n" % i for i in range(1000))
         produced = subprocess.run(
-            [kcat, "-b", broker.bootstrap, "-P", "-t", "via-twistd", "-z", "lz4"], input=lines,
-            capture_output=True, timeout=60, check=False,
+            [kcat, "-b", broker.bootstrap, "-P", "-t", "via-twistd", "-z", "lz4"],
+            input=lines,
+            capture_output=True,
+            timeout=60,
+            check=False,
         )
         assert produced.returncode == 0, produced.stderr
         consumed = subprocess.run(
-            [kcat, "-b", broker.bootstrap, "-C", "-t", "via-twistd", "-o", "beginning", "-e",
-             "-q", "-f", "%s\\n"],
-            capture_output=True, timeout=60, check=False,
+            [
+                kcat,
+                "-b",
+                broker.bootstrap,
+                "-C",
+                "-t",
+                "via-twistd",
+                "-o",
+                "beginning",
+                "-e",
+                "-q",
+                "-f",
+                "%s\\n",
+            ],
+            capture_output=True,
+            timeout=60,
+            check=False,
         )
         assert consumed.returncode == 0, consumed.stderr
         assert consumed.stdout == lines
         listing = subprocess.run(
             [kcat, "-b", broker.bootstrap, "-L", "-t", "via-twistd"],
-            capture_output=True, text=True, timeout=60, check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         assert f"broker 0 at 127.0.0.1:{broker.port}" in listing.stdout
         assert 'topic "via-twistd" with 1 partitions' in listing.stdout

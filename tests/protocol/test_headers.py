@@ -52,9 +52,10 @@ class RequestHeaderTests:
 
     def test_api_versions_v3_uses_header_v2_with_a_classic_client_id(self):
         """ApiVersions v3 requests carry header v2: INT16 client_id, then a tag buffer."""
-        assert encode_request_header(18, 3, 1, "rdkafka") == bytes.fromhex(
-            "0012" "0003" "00000001" "0007"
-        ) + b"rdkafka" + b"\x00"
+        assert (
+            encode_request_header(18, 3, 1, "rdkafka")
+            == bytes.fromhex("00120003000000010007") + b"rdkafka" + b"\x00"
+        )
 
     @given(data=st.binary(max_size=40))
     def test_garbage_raises_only_protocol_error(self, data):

@@ -92,13 +92,13 @@ class DeclarationTests:
             {"error_code": 0, "api_keys": [{"api_key": 18, "min_version": 0, "max_version": 3}]},
             3,
         )
-        assert body == bytes.fromhex("0000" "02" "0012" "0000" "0003" "00" "00000000" "00")
+        assert body == bytes.fromhex("000002001200000003000000000000")
 
     def test_fallback_is_the_v0_error_body_with_only_api_versions(self):
         """A too-new ApiVersions request is answered with the v0 layout: error 35 and the
         single ApiVersions entry (KIP-511)."""
         body = ApiVersionsResponse.build(api_versions_fallback(), 0)
-        assert body == bytes.fromhex("0023" "00000001" "0012" "0000" "0003")
+        assert body == bytes.fromhex("002300000001001200000003")
 
     def test_unknown_version_is_refused(self):
         """Asking for a version outside a message's declared range is a ProtocolError."""

@@ -39,4 +39,3 @@ class TuneGcTests:
         options.parseOptions(["--data-dir", str(tmp_path), "--listen", "127.0.0.1:0"])
         makeService(options)
         assert gc.get_threshold() == GC_THRESHOLDS
-

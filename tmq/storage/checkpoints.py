@@ -83,9 +83,7 @@ def read_offset_checkpoint(fs: FileSystem, path: str) -> dict[tuple[str, int], i
     return result
 
 
-def write_offset_checkpoint(
-    fs: FileSystem, path: str, offsets: dict[tuple[str, int], int]
-) -> None:
+def write_offset_checkpoint(fs: FileSystem, path: str, offsets: dict[tuple[str, int], int]) -> None:
     rows = [f"{topic} {part} {offset}" for (topic, part), offset in sorted(offsets.items())]
     write_atomically(fs, path, "\n".join([_VERSION, str(len(rows)), *rows, ""]).encode("ascii"))
 

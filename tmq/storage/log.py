@@ -322,9 +322,7 @@ class PartitionLog:
             return False
         config = self.config
         first = segment.first_batch_timestamp
-        waited = (
-            header.max_timestamp - first if first >= 0 else self.clock() - self._active_since
-        )
+        waited = header.max_timestamp - first if first >= 0 else self.clock() - self._active_since
         return (
             segment.size + header.size > config.segment_bytes
             or waited > config.segment_ms

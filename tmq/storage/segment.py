@@ -193,8 +193,10 @@ class LogSegment:
             found = self._find_unchecked(offset)
         except ProtocolError:
             return False
-        return found is not None and found[1].base_offset == offset and (
-            found[1].max_timestamp == timestamp
+        return (
+            found is not None
+            and found[1].base_offset == offset
+            and (found[1].max_timestamp == timestamp)
         )
 
     # -- state ------------------------------------------------------------------------------
