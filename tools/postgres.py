@@ -25,13 +25,10 @@ parent does not leave it running. Start it from a thread that lives as long as t
 from __future__ import annotations
 
 import atexit
-import ctypes
 import os
 import pwd
 import re
 import shutil
-import signal
-import socket
 import stat
 import subprocess
 import tempfile
@@ -40,6 +37,8 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
+
+from .processes import die_with_parent_hook, free_port, stop_process_group
 
 __all__ = ["PostgresError", "ThrowawayPostgres", "find_bin_dir"]
 
@@ -51,7 +50,6 @@ INSTALL_HINT = "apt-get install postgresql"
 #: Linux limits a unix socket path to 107 bytes.
 MAX_SOCKET_PATH = 107
 
-_PR_SET_PDEATHSIG = 1
 _ADDRESS_IN_USE = re.compile(r"could not (bind|create listen socket)|Address already in use")
 
 
@@ -82,24 +80,6 @@ def find_bin_dir(path: str | None = None, debian_root: Path = DEBIAN_ROOT) -> Pa
         f"the PostgreSQL server (initdb, postgres) is not installed: neither on PATH nor in "
         f"{debian_root}/*/bin; {INSTALL_HINT}"
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _die_with_parent_hook():
-    """A ``preexec_fn`` asking Linux to send the child SIGINT when the thread that forked it
-    dies. It runs after the child took the postgres user's ids (which clear that setting);
-    ``prctl`` is looked up here, in the parent, so the child only calls it."""
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-
-    def hook() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGINT, 0, 0, 0)
-
-    return hook
 
 
 class ThrowawayPostgres:
@@ -189,7 +169,7 @@ class ThrowawayPostgres:
         atexit.unregister(self.stop)
         process, self._process = self._process, None
         if process is not None:
-            _stop_process_group(process, timeout)
+            stop_process_group(process, timeout)
         self.port = self._fixed_port
         if self._own_directory and self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
@@ -295,7 +275,7 @@ class ThrowawayPostgres:
         try:
             process.wait(timeout=300)
         except subprocess.TimeoutExpired:
-            _stop_process_group(process, 0)
+            stop_process_group(process, 0)
         if process.returncode != 0:
             raise PostgresError(
                 f"initdb failed (status {process.returncode}):\n{self._log_since(mark)}"
@@ -326,7 +306,7 @@ class ThrowawayPostgres:
         another process took it before the server could bind it."""
         attempts = 1 if self._fixed_port is not None else 3
         for attempt in range(1, attempts + 1):
-            self.port = self._fixed_port or _free_port()
+            self.port = self._fixed_port or free_port()
             mark = self.log_path.stat().st_size if self.log_path.exists() else 0
             try:
                 return self._launch(run_as, timeout)
@@ -340,7 +320,7 @@ class ThrowawayPostgres:
         for name, value in self._server_settings().items():
             command += ["-c", f"{name}={value}"]
         self._process = self._spawn(
-            command, run_as, process_group=0, preexec_fn=_die_with_parent_hook()
+            command, run_as, process_group=0, preexec_fn=die_with_parent_hook()
         )
         deadline = time.monotonic() + timeout
         while True:
@@ -362,7 +342,7 @@ class ThrowawayPostgres:
             except psycopg.OperationalError as error:
                 if time.monotonic() > deadline:
                     process, self._process = self._process, None
-                    _stop_process_group(process, 10)
+                    stop_process_group(process, 10)
                     raise PostgresError(
                         f"the PostgreSQL server did not accept connections within {timeout}s "
                         f"({error}):\n{self._log_since(mark)}"
@@ -388,20 +368,3 @@ def _searchable_by(directory: Path, user: pwd.struct_passwd) -> bool:
     if mode.st_gid in groups:
         return bool(mode.st_mode & stat.S_IXGRP)
     return bool(mode.st_mode & stat.S_IXOTH)
-
-
-def _stop_process_group(process: subprocess.Popen, timeout: float) -> None:
-    """SIGINT (PostgreSQL's fast shutdown: the postmaster exits after its backends) to
-    ``process``, the leader of its own process group; after ``timeout`` seconds, SIGKILL to
-    that group (the postmaster and every backend), then reap the leader.
-
-    The group is signalled only while its leader is not yet reaped, so its id cannot belong
-    to anyone else."""
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
