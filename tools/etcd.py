@@ -53,13 +53,13 @@ class ThrowawayEtcd:
         client_port: int | None = None,
         path: str | None = None,
     ):
-        self._temporary = directory is None
-        self.directory = Path(directory or tempfile.mkdtemp(prefix="tmq-etcd-"))
-        self._fixed_port = client_port
         found = shutil.which("etcd", path=path)
         if found is None:
             raise EtcdError(f"etcd is not installed (not on PATH): {INSTALL_HINT}")
         self.binary = found
+        self._temporary = directory is None
+        self.directory = Path(directory or tempfile.mkdtemp(prefix="tmq-etcd-"))
+        self._fixed_port = client_port
         self.client_port: int | None = None
         self._process: subprocess.Popen | None = None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import socket
 import tempfile
+from pathlib import Path
 
 import etcd3
 import pytest
@@ -66,6 +67,8 @@ class ThrowawayEtcdTests:
         finally:
             shutil.rmtree(directory, ignore_errors=True)
 
-    def test_a_missing_binary_names_the_package(self, tmp_path):
+    def test_a_missing_binary_names_the_package_and_creates_nothing(self, tmp_path):
+        before = set(Path(tempfile.gettempdir()).glob("tmq-etcd-*"))
         with pytest.raises(EtcdError, match="apt-get install etcd-server"):
             ThrowawayEtcd(path=str(tmp_path))
+        assert set(Path(tempfile.gettempdir()).glob("tmq-etcd-*")) == before
