@@ -50,16 +50,7 @@ def add_parser(kinds) -> None:
             "a raw COPY of the same rows measured in the same run."
         ),
     )
-    block = bench_sink.rows_block()
-    parser.add_argument(
-        "--rows",
-        type=int,
-        default=500_000,
-        help=f"generated rows, a multiple of {block} (default %(default)s)",
-    )
-    parser.add_argument(
-        "--partitions", type=int, default=4, help="partitions of the topic (default 4)"
-    )
+    bench_sink.add_rows_arguments(parser)
     parser.add_argument(
         "--rounds",
         type=int,
@@ -71,11 +62,7 @@ def add_parser(kinds) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    block = bench_sink.rows_block()
-    if args.rows < block or args.rows % block:
-        args.bench_parser.error(f"--rows must be a positive multiple of {block}")
-    if args.partitions < 1:
-        args.bench_parser.error("--partitions must be >= 1")
+    bench_sink.check_rows_arguments(args)
     if args.rounds < 1:
         args.bench_parser.error("--rounds must be >= 1")
     results = run_e2e_bench(

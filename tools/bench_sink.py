@@ -61,16 +61,7 @@ def add_parser(kinds) -> None:
             "binary COPY of the same decoded rows into the same table (the ceiling)."
         ),
     )
-    parser.add_argument(
-        "--rows",
-        type=int,
-        default=500_000,
-        help=f"generated rows, a multiple of {_HOSTS * _ROWS_PER_HOST_SCRAPE} (default "
-        "%(default)s)",
-    )
-    parser.add_argument(
-        "--partitions", type=int, default=4, help="partitions of the topic (default 4)"
-    )
+    add_rows_arguments(parser)
     parser.add_argument(
         "--batch-records",
         type=int,
@@ -87,12 +78,32 @@ def add_parser(kinds) -> None:
     parser.set_defaults(run=_run, bench_parser=parser)
 
 
-def _run(args: argparse.Namespace) -> int:
+def add_rows_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--rows`` and ``--partitions``, as ``tmq bench sink`` and ``tmq bench e2e`` take them."""
+    parser.add_argument(
+        "--rows",
+        type=int,
+        default=500_000,
+        help=f"generated rows, a multiple of {rows_block()} (default %(default)s)",
+    )
+    parser.add_argument(
+        "--partitions", type=int, default=4, help="partitions of the topic (default 4)"
+    )
+
+
+def check_rows_arguments(args: argparse.Namespace) -> None:
+    """Exit with a usage error unless ``--rows`` is whole scrapes and ``--partitions`` >= 1."""
     block = rows_block()
     if args.rows < block or args.rows % block:
         args.bench_parser.error(f"--rows must be a positive multiple of {block}")
-    if args.partitions < 1 or args.batch_records < 1:
-        args.bench_parser.error("--partitions and --batch-records must be >= 1")
+    if args.partitions < 1:
+        args.bench_parser.error("--partitions must be >= 1")
+
+
+def _run(args: argparse.Namespace) -> int:
+    check_rows_arguments(args)
+    if args.batch_records < 1:
+        args.bench_parser.error("--batch-records must be >= 1")
     writers = WRITERS if args.writer == "all" else (args.writer,)
     results = run_sink_bench(
         rows=args.rows,
