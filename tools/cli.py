@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from tmq.process import tune_gc
 
-from . import bench, broker, clients, debug, gen, producer, sink
+from . import api, bench, broker, clients, debug, gen, producer, sink
 from .errors import CommandError
 
 __all__ = ["build_parser", "main"]
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    api.add_parser(commands)
     broker.add_parser(commands)
     clients.add_parsers(commands)
     debug.add_parser(commands)
