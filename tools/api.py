@@ -29,8 +29,7 @@ def add_parser(commands) -> None:
     )
     parser.add_argument(
         "--dsn",
-        help="PostgreSQL connection string, e.g. postgresql://user@host:5432/telemetry "
-        "(required)",
+        help="PostgreSQL connection string, e.g. postgresql://user@host:5432/telemetry (required)",
     )
     parser.add_argument(
         "--listen",

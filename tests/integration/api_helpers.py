@@ -53,8 +53,7 @@ def load_samples(dsn: str, samples: Iterable[Sample]) -> int:
                 )
             ids = dict(connection.execute("SELECT uuid, id FROM gpus").fetchall())
             with connection.cursor().copy(
-                "COPY telemetry (time, gpu, metric, value, container, pod, namespace) "
-                "FROM STDIN"
+                "COPY telemetry (time, gpu, metric, value, container, pod, namespace) FROM STDIN"
             ) as copy:
                 for s in samples:
                     copy.write_row(
@@ -78,12 +77,12 @@ class ApiProcess:
 
     def __init__(self, dsn: str, cwd: Path, *extra: str):
         self.log_path = cwd / "api.log"
-        self._log = open(self.log_path, "w")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tmq.tools.cli", "api", "--dsn", dsn,
-             "--listen", "127.0.0.1:0", *extra],
-            cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        with open(self.log_path, "w") as log:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "tmq.tools.cli", "api", "--dsn", dsn,
+                 "--listen", "127.0.0.1:0", *extra],
+                cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
         self.base = self._wait_for_address()
 
     def _wait_for_address(self, timeout: float = 30.0) -> str:
@@ -116,4 +115,3 @@ class ApiProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        self._log.close()
