@@ -184,6 +184,9 @@ class TelemetryApi:
 
     @app.route("/swagger/", branch=True, methods=["GET"])
     def swagger_assets(self, request):
+        if not any(request.postpath):  # the directory itself
+            request.redirect(b"/swagger/index.html")
+            return b""
         return swagger.assets()
 
     # -- errors ----------------------------------------------------------------------------

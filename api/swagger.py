@@ -9,7 +9,7 @@ icons) comes from the bundle's directory, which ``assets()`` serves without list
 
 from __future__ import annotations
 
-from twisted.web.resource import NoResource
+from twisted.web.pages import notFound
 from twisted.web.static import File
 
 __all__ = ["INDEX_HTML", "INITIALIZER_JS", "assets"]
@@ -45,10 +45,13 @@ INITIALIZER_JS = b"""window.addEventListener("load", function () {
 
 
 class _Assets(File):
-    """The bundle's files; a directory answers 404 instead of a listing."""
+    """The bundle's files; a directory answers 404 instead of a listing or the bundle's own
+    index.html (which loads the petstore demo from the internet)."""
+
+    indexNames: list[str] = []
 
     def directoryListing(self):
-        return NoResource()
+        return notFound()
 
 
 def assets() -> File:
