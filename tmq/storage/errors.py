@@ -12,6 +12,7 @@ __all__ = [
     "MessageTooLarge",
     "OffsetOutOfRange",
     "RecordListTooLarge",
+    "StaleEpoch",
 ]
 
 
@@ -55,3 +56,9 @@ class KafkaStorageError(LogError):
     """The disk failed (a write, fsync or read raised ``OSError``); nothing partial remains."""
 
     error_code = ErrorCode.KAFKA_STORAGE_ERROR
+
+
+class StaleEpoch(LogError):
+    """Data or an epoch from a leader epoch older than the log's latest (a deposed leader)."""
+
+    error_code = ErrorCode.FENCED_LEADER_EPOCH

@@ -41,6 +41,7 @@ from .errors import (
     MessageTooLarge,
     OffsetOutOfRange,
     RecordListTooLarge,
+    StaleEpoch,
 )
 from .files import File, FileSystem
 from .leader_epoch import LeaderEpochCache
@@ -295,6 +296,53 @@ class PartitionLog:
             header.size,
         )
 
+    def append_replicated(self, batch: bytes | bytearray | memoryview) -> AppendInfo:
+        """Append one batch copied from the leader, as it is: its base offset must be the log
+        end offset and its leader epoch at least the latest one here (a follower's log is a
+        copy of its leader's, offsets and epochs included).
+
+        :raises CorruptRecord: bad header or CRC.
+        :raises InvalidRecord: not exactly one whole batch, records and offsets that do not
+            agree, or a base offset other than the log end offset.
+        :raises StaleEpoch: the batch's epoch is below the latest epoch of the log.
+        :raises KafkaStorageError: the write failed or the log is offline.
+        """
+        header = _validate(batch, self.config, replicated=True)
+        base_offset = self.log_end_offset
+        if header.base_offset != base_offset:
+            raise InvalidRecord(
+                f"replicated batch at offset {header.base_offset}, the log ends at {base_offset}"
+            )
+        epoch = header.partition_leader_epoch
+        if epoch < self.epochs.latest_epoch:
+            raise StaleEpoch(f"batch epoch {epoch} below epoch {self.epochs.latest_epoch}")
+        self._check_online()
+        self.start_epoch(epoch)
+        position = self._append(bytearray(batch), header)
+        return AppendInfo(
+            base_offset,
+            header.last_offset,
+            header.records_count,
+            header.max_timestamp,
+            position,
+            header.size,
+        )
+
+    def start_epoch(self, epoch: int) -> None:
+        """Note that leader epoch ``epoch`` starts at the log end offset (a new leader does
+        this before its first append, so OffsetForLeaderEpoch answers its epoch's start even
+        while it has written nothing).
+
+        :raises StaleEpoch: ``epoch`` is below the latest epoch of the log.
+        :raises KafkaStorageError: the checkpoint could not be written.
+        """
+        if epoch < self.epochs.latest_epoch:
+            raise StaleEpoch(f"epoch {epoch} below epoch {self.epochs.latest_epoch}")
+        try:
+            self.epochs.assign(epoch, self.log_end_offset)
+        except OSError as error:
+            raise KafkaStorageError(f"leader epoch checkpoint failed: {error}") from error
+
     def _check_online(self) -> None:
         if self.failure is not None:
             raise KafkaStorageError(f"{self.directory} is offline: {self.failure}")
@@ -525,7 +573,11 @@ class PartitionLog:
         self._fail_waiters(OSError(f"{self.topic}-{self.partition} was deleted"))
 
 
-def _validate(batch: bytes | bytearray | memoryview, config: LogConfig) -> RecordBatchHeader:
+def _validate(
+    batch: bytes | bytearray | memoryview, config: LogConfig, replicated: bool = False
+) -> RecordBatchHeader:
+    """The header of one valid batch. ``replicated``: copied from a leader, which checked
+    the client's rules (control batches, sequences) when it accepted the batch."""
     size = len(batch)
     if size > config.max_message_bytes:
         raise MessageTooLarge(f"batch of {size} bytes above max.message.bytes")
@@ -543,6 +595,8 @@ def _validate(batch: bytes | bytearray | memoryview, config: LogConfig) -> Recor
         raise InvalidRecord(
             f"{header.records_count} records but lastOffsetDelta {header.last_offset_delta}"
         )
+    if replicated:
+        return header
     if header.is_control:
         raise InvalidRecord("clients may not write control batches")
     if header.producer_id >= 0 and header.base_sequence < 0:
