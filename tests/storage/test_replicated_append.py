@@ -104,6 +104,17 @@ class StartEpochTests:
         leader.start_epoch(3)
         assert leader.epochs.entries == [(1, 0), (3, 3)]
 
+    def test_truncating_at_the_end_drops_epochs_without_data(self):
+        """A former leader that started an epoch but wrote nothing loses that epoch when it
+        truncates at its log end offset to follow, so it can take older-epoch batches."""
+        _, batches = leader_with([1, 1])
+        replica = create_log(new_fs(), LogConfig())
+        replica.start_epoch(2)
+        replica.truncate_to(0)
+        assert replica.epochs.entries == []
+        replica.append_replicated(batches[0].data)
+        assert replica.epochs.entries == [(1, 0)]
+
     def test_older_epoch_refused(self):
         """An epoch below the latest is StaleEpoch."""
         leader, _ = leader_with([4])

@@ -443,8 +443,12 @@ class PartitionLog:
 
     def truncate_to(self, offset: int) -> None:
         """Remove every batch holding an offset at or after ``offset`` (a batch that straddles
-        it goes entirely); used by a follower whose log diverged from its leader's."""
+        it goes entirely), and the leader epochs that start there or later; used by a follower
+        whose log diverged from its leader's. At the log end offset only epochs go: those a
+        replica started as leader without writing (they are not the new leader's)."""
         if offset >= self.log_end_offset:
+            if offset == self.log_end_offset:
+                self.epochs.truncate_from_end(offset)
             return
         with self._io_lock:
             while len(self.segments) > 1 and self.active.base_offset >= offset:
