@@ -122,6 +122,8 @@ class _Pool(ConnectionPool):
     def __init__(self, reactor: Any, dsn: str, size: int, options: str):
         self.reactor = reactor
         super().__init__(None, dsn, min=size, options=options, connect_timeout=5)
+        #: Every connection: ``connections`` holds only those not running a query.
+        self.every: tuple[_Connection, ...] = tuple(self.connections)
 
     def _runQuery(self, *args, **kwargs):
         alive = [connection for connection in self.connections if connection.alive]
@@ -166,7 +168,7 @@ class Database:
         connection.detector.checkForDeadConnection(failure)
 
     def close(self) -> None:
-        for connection in self._pool.connections:
+        for connection in self._pool.every:
             connection.detector.setReconnectable(_Closed())
             if connection._connection is not None and not connection._connection.closed:
                 connection.close()
@@ -174,10 +176,10 @@ class Database:
     @property
     def available(self) -> bool:
         """Whether some connection is up now (it may still find the server gone)."""
-        return self._started and any(c.alive for c in self._pool.connections)
+        return self._started and any(c.alive for c in self._pool.every)
 
     def unavailable_reason(self) -> str:
-        reasons = [c.last_error for c in self._pool.connections if c.last_error]
+        reasons = [c.last_error for c in self._pool.every if c.last_error]
         return reasons[0] if reasons else "not connected to PostgreSQL yet"
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> Deferred[list[tuple]]:
