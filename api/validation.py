@@ -241,6 +241,8 @@ AGGREGATION = _choice(
 def _hostname(text: str) -> str:
     if len(text) > 255:
         raise ValueError("longer than 255 characters")
+    if "\x00" in text:  # PostgreSQL text cannot hold one: the query would fail (a 500)
+        raise ValueError("contains a NUL character")
     return text
 
 
@@ -248,8 +250,8 @@ HOSTNAME = Param(
     "hostname",
     "Only GPUs of this host.",
     _hostname,
-    "a host name of at most 255 characters",
-    {"type": "string", "maxLength": 255},
+    "a host name of at most 255 characters, without NUL",
+    {"type": "string", "maxLength": 255, "pattern": "^[^\\x00]*$"},
 )
 INTERVAL = Param(
     "interval",
@@ -345,7 +347,8 @@ GPU_METRICS = Operation(
     "/api/v1/gpus/{gpu_id}/metrics",
     "Aggregate one metric of one GPU",
     "One aggregate over the time window; with interval, one per time bucket, ordered by "
-    "bucket start and paginated. Buckets without samples are left out.",
+    "bucket start and paginated. A bucket with no sample is left out; one whose samples "
+    "are all blank (DCGM reported no value) has value null and samples 0.",
     (
         METRIC_REQUIRED,
         AGGREGATION,

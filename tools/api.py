@@ -111,7 +111,8 @@ def _serve(args: argparse.Namespace, host: str, port: int) -> int:
         print(f"tmq api: listening on http://{shown}:{address.port}", file=sys.stderr, flush=True)
 
     def failed(failure) -> None:
-        failures.append(f"cannot listen on {args.listen}: {failure.getErrorMessage()}")
+        reason = getattr(failure.value, "socketError", None) or failure.getErrorMessage()
+        failures.append(f"cannot listen on {args.listen}: {reason}")
         reactor.stop()
 
     def start() -> None:
