@@ -30,14 +30,23 @@ from .messages.offset_for_leader_epoch import (
     OffsetForLeaderEpochResponse,
 )
 from .messages.produce import ProduceRequest, ProduceResponse
+from .messages.replication import (
+    ReplicaAck,
+    ReplicaPush,
+    ReplicaSubscribeRequest,
+    ReplicaSubscribeResponse,
+)
 from .messages.sync_group import SyncGroupRequest, SyncGroupResponse
 from .schema import Message
 
 __all__ = [
     "API_BY_KEY",
     "API_BY_NAME",
+    "INTERNAL_API_BY_KEY",
     "Api",
     "ApiKey",
+    "InternalApi",
+    "InternalApiKey",
     "api_versions_fallback",
     "request_header_version",
     "response_header_version",
@@ -131,6 +140,40 @@ _APIS = (
 
 API_BY_KEY: dict[int, Api] = {api.key: api for api in _APIS}
 API_BY_NAME: dict[str, Api] = {api.name: api for api in _APIS}
+
+
+class InternalApiKey(enum.IntEnum):
+    """Broker-to-broker APIs (keys >= 1000): never advertised, refused from clients."""
+
+    REPLICA_SUBSCRIBE = 1000
+    REPLICA_PUSH = 1001
+    REPLICA_ACK = 1002
+
+
+@dataclasses.dataclass(frozen=True)
+class InternalApi:
+    """One internal API (version 0 only): its message, and its answer's (``None``: one-way,
+    as the replication stream's pushes and acks are)."""
+
+    key: InternalApiKey
+    name: str
+    request: Message
+    response: Message | None
+
+
+INTERNAL_API_BY_KEY: dict[int, InternalApi] = {
+    api.key: api
+    for api in (
+        InternalApi(
+            InternalApiKey.REPLICA_SUBSCRIBE,
+            "ReplicaSubscribe",
+            ReplicaSubscribeRequest,
+            ReplicaSubscribeResponse,
+        ),
+        InternalApi(InternalApiKey.REPLICA_PUSH, "ReplicaPush", ReplicaPush, None),
+        InternalApi(InternalApiKey.REPLICA_ACK, "ReplicaAck", ReplicaAck, None),
+    )
+}
 
 
 def request_header_version(api_key: int, api_version: int) -> int:

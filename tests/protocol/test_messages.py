@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from message_strategies import message_values
 
-from tmq.protocol.apis import API_BY_KEY, ApiKey, api_versions_fallback
+from tmq.protocol.apis import API_BY_KEY, INTERNAL_API_BY_KEY, ApiKey, api_versions_fallback
 from tmq.protocol.errors import ProtocolError
 from tmq.protocol.messages.api_versions import ApiVersionsResponse
 from tmq.protocol.messages.metadata import MetadataRequest
@@ -20,6 +20,11 @@ ALL_MESSAGES = [
     for api in API_BY_KEY.values()
     for message in (api.request, api.response)
     for version in range(api.min_version, api.max_version + 1)
+] + [
+    pytest.param(message, 0, id=f"{message.name}-v0")
+    for api in INTERNAL_API_BY_KEY.values()
+    for message in (api.request, api.response)
+    if message is not None
 ]
 
 
@@ -126,6 +131,11 @@ class DeclarationTests:
             ApiKey.INIT_PRODUCER_ID: (0, 1),
             ApiKey.OFFSET_FOR_LEADER_EPOCH: (0, 3),
         }
+
+    def test_internal_apis_are_apart(self):
+        """The broker-to-broker APIs have keys from 1000, none of them advertised."""
+        assert all(key >= 1000 for key in INTERNAL_API_BY_KEY)
+        assert not set(INTERNAL_API_BY_KEY) & set(API_BY_KEY)
 
     def test_huge_array_count_fails_fast(self):
         """An array count far beyond the input is rejected before any element is read."""
