@@ -8,12 +8,12 @@ opens to a leader broker; client connections refuse them. Version 0 only.
   unacknowledged (``window_bytes``), and per partition where it stands: the leader epoch it
   believes current, its fetch offset (its log end offset) and the epoch of its last batch.
   The answer says per partition whether the leader accepts it (an error code such as
-  NOT_LEADER_OR_FOLLOWER or FENCED_LEADER_EPOCH otherwise) and, OffsetForLeaderEpoch-style
-  (KIP-279), the leader's largest epoch at or below ``last_fetched_epoch`` and that epoch's
-  end offset in the leader's log: the follower truncates by it
-  (``tmq.replication.follower.plan_truncation``) and subscribes the partition again when
-  the truncation is not done. Once a partition's answer has no divergence, the leader pushes
-  from ``fetch_offset``.
+  NOT_LEADER_OR_FOLLOWER or FENCED_LEADER_EPOCH otherwise) and whether the follower's log
+  ``diverging`` from the leader's; if so, OffsetForLeaderEpoch-style (KIP-279), the leader's
+  largest epoch at or below ``last_fetched_epoch`` and that epoch's end offset in the
+  leader's log (-1 and -1 when the leader knows no such epoch): the follower truncates by
+  them (``tmq.replication.follower.plan_truncation``) and subscribes the partition again.
+  Once a partition's answer has no divergence, the leader pushes from ``fetch_offset``.
 * **ReplicaPush** (1001), leader -> follower, no answer: whole batches of one partition
   starting at the follower's log end offset, as the leader stored them (offsets and epochs
   stamped), or none (a high watermark update); with the leader's epoch, high watermark and log
@@ -25,7 +25,7 @@ opens to a leader broker; client connections refuse them. Version 0 only.
 
 from __future__ import annotations
 
-from ..schema import INT16, INT32, INT64, RECORDS, STRING, Array, Field, Message
+from ..schema import BOOL, INT16, INT32, INT64, RECORDS, STRING, Array, Field, Message
 
 __all__ = [
     "ReplicaAck",
@@ -65,6 +65,7 @@ ReplicaSubscribeResponse = Message(
                 Field("partition", INT32),
                 Field("error_code", INT16),
                 Field("leader_epoch", INT32),
+                Field("diverging", BOOL),
                 Field("diverging_epoch", INT32, default=-1),
                 Field("diverging_end_offset", INT64, default=-1),
                 Field("high_watermark", INT64),

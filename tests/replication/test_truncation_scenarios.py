@@ -3,21 +3,27 @@ on memory file systems: the KIP-101 and KIP-279 scenarios of kafka-notes §4.4 (
 whose timing real processes cannot force, end with converged logs; and a property run of
 random failovers, writes and crashes keeps every acknowledged value and converges.
 
-The harness replicates the way DESIGN §4 does: a follower first truncates by rounds of
-OffsetForLeaderEpoch against the leader's epoch cache, then appends the leader's batches byte
-for byte (``append_replicated``); a new leader starts its epoch (``start_epoch``) and stamps
-it on what it appends. A crash keeps what was fsynced and loses the rest.
+The harness replicates the way DESIGN §4 does: ``truncate`` runs rounds of
+OffsetForLeaderEpoch against the leader's epoch cache (``plan_truncation`` alone, for the
+scenario tests' exact plans), ``catch_up`` appends the leader's batches byte for byte
+(``append_replicated``), and ``follow`` runs the stream's own state machines end to end (the
+leader's ``divergence`` check, ``FollowerPartition``'s subscription and pushes); a new leader
+starts its epoch (``start_epoch``) and stamps it on what it appends. A crash keeps what was
+fsynced and loses the rest.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tmq.broker.producer_state import ProducerStateManager
 from tmq.protocol.records import Record, build_batch, decode_batch, read_batch_header
-from tmq.replication.follower import Truncation, plan_truncation
+from tmq.replication.follower import FollowerPartition, Truncation, plan_truncation
+from tmq.replication.leader import divergence
 from tmq.storage.config import LogConfig
 from tmq.storage.leader_epoch import UNDEFINED_EPOCH, UNDEFINED_OFFSET
 from tmq.storage.log import PartitionLog
@@ -131,9 +137,40 @@ def catch_up(follower: Replica, leader: Replica, upto: int | None = None) -> Non
     follower.hw = min(leader.hw, follower.leo)
 
 
+class _Answer(NamedTuple):
+    """A ReplicaSubscribe answer for one partition (the fields the follower reads)."""
+
+    leader_epoch: int
+    diverging: bool
+    diverging_epoch: int
+    diverging_end_offset: int
+    high_watermark: int
+
+
 def follow(follower: Replica, leader: Replica) -> None:
-    truncate(follower, leader)
-    catch_up(follower, leader)
+    """The replication stream's state machines end to end: the follower subscribes until the
+    leader sees no divergence (``divergence``, ``FollowerPartition.on_subscribed``), then
+    takes the leader's batches as pushes (``on_push``) and learns the HW."""
+    epoch = leader.log.epochs.latest_epoch
+    partition = FollowerPartition(
+        "t", 0, follower.log, leader_id=0, leader_epoch=epoch, high_watermark=follower.hw,
+        producers=ProducerStateManager(), clock_ms=_clock,
+    )  # fmt: skip
+    for _ in range(100):
+        wanted = partition.subscription()
+        found = divergence(
+            leader.log.epochs, leader.leo, wanted["fetch_offset"], wanted["last_fetched_epoch"]
+        )
+        diverging_epoch, end = found if found is not None else (-1, -1)
+        answer = _Answer(epoch, found is not None, diverging_epoch, end, leader.hw)
+        if partition.on_subscribed(answer):
+            break
+    else:
+        raise AssertionError("the subscription does not settle")
+    while follower.leo < leader.leo:
+        read = leader.log.read(follower.leo, 1 << 20)
+        partition.on_push(epoch, leader.hw, read.read())
+    follower.hw = partition.high_watermark
 
 
 def assert_converged(*replicas: Replica) -> None:

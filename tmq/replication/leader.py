@@ -27,10 +27,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-__all__ = ["UNKNOWN", "FollowerProgress", "PartitionLeader", "Report"]
+from tmq.storage.leader_epoch import UNDEFINED_EPOCH, LeaderEpochCache
+
+__all__ = ["UNKNOWN", "FollowerProgress", "PartitionLeader", "Report", "divergence"]
 
 #: A follower's log end offset before its first report in the epoch.
 UNKNOWN = -1
+
+
+def divergence(
+    epochs: LeaderEpochCache, log_end_offset: int, fetch_offset: int, last_fetched_epoch: int
+) -> tuple[int, int] | None:
+    """``None`` when a follower at ``fetch_offset`` whose last batch has epoch
+    ``last_fetched_epoch`` holds a prefix of this leader's log (the leader may push from
+    ``fetch_offset``); otherwise the OffsetForLeaderEpoch answer it truncates by: this log's
+    largest epoch at or below ``last_fetched_epoch`` and that epoch's end offset here."""
+    if last_fetched_epoch == UNDEFINED_EPOCH:
+        # no epoch, so no batch: an empty log, which every log extends
+        return None if fetch_offset <= log_end_offset else (UNDEFINED_EPOCH, -1)
+    epoch, end = epochs.end_offset_for(last_fetched_epoch, log_end_offset)
+    if epoch == last_fetched_epoch and fetch_offset <= end:
+        return None
+    return epoch, end
 
 
 @dataclass
