@@ -11,10 +11,10 @@ TOX := $(VENV)/bin/tox
 TOX_ENVS := py311,py312,py313,lint,integration
 PYTHONS := 3.11 3.12 3.13
 
-.PHONY: help test lint dev clean
+.PHONY: help test lint openapi dev clean
 
 help: ## List the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-6s %s\n", $$1, $$2}'
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
 
 # tox alone finds interpreters on PATH only, where a pyenv shim of an unselected version fails
 # and tox says just "could not find". .ci/find-pythons locates them or stops with what to install;
@@ -28,6 +28,11 @@ test: $(TOX) ## Unit tests on Python 3.11, 3.12, 3.13, lint, integration; sets u
 
 lint: $(TOX) ## ruff and the import-linter layer contracts
 	$(TOX) run -e lint
+
+# The committed OpenAPI document; tests/api/test_openapi_spec.py fails when it differs from what
+# the code generates, so run this after changing a route, a parameter or a response schema.
+openapi: ## Regenerate api/openapi.json from tmq.api (commit the result)
+	$(VENV)/bin/python -m tmq.api.openapi api/openapi.json
 
 dev: ## Editable install of tmq with the dev tools into .venv
 	.ci/bootstrap $(VENV)
