@@ -68,5 +68,5 @@ class LeaseDeadlineTests:
         for token, _, answered in reversed(tokens):
             if answered:
                 lease.answered(token)
-        expected = max(answered_at) + 5 if answered_at else float("-inf")
+        expected = max(answered_at) + 6 - 1 if answered_at else float("-inf")
         assert lease.deadline == expected
