@@ -7,6 +7,7 @@ installs them when run as root).
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -18,6 +19,12 @@ import pytest
 from integration_helpers import BrokerProcess
 
 REPO = Path(__file__).resolve().parents[2]
+
+# Tests start children (etcd, PostgreSQL) with a preexec_fn, i.e. a real fork(), while gRPC
+# clients of the etcd store may be busy in this process; grpcio's fork handlers then break
+# about 3 children in 100 ("epoll_wait error: Bad file descriptor"). The children never use
+# gRPC, so the handlers are not needed. Set before anything imports grpc.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 
 
 def pytest_collection_modifyitems(items):
