@@ -1,5 +1,5 @@
 """Shared helpers of the ``tmq.cluster`` tests: reading Deferreds that already fired, and
-building topics.
+building topics and brokers.
 
 Unit tests never run a reactor: the local store returns Deferreds that have fired, and these
 helpers take their result or failure out (as trial's ``successResultOf`` / ``failureResultOf``
@@ -13,7 +13,7 @@ from typing import TypeVar
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from tmq.cluster.store import PartitionState, TopicSpec
+from tmq.cluster.store import BrokerInfo, PartitionState, TopicSpec
 
 T = TypeVar("T")
 
@@ -60,3 +60,8 @@ def topic(
         for p, replicas in assignment.items()
     }
     return spec, states
+
+
+def broker(broker_id: int, rack: str | None = None) -> BrokerInfo:
+    """The ``BrokerInfo`` of broker ``broker_id`` as it registers (no epoch yet)."""
+    return BrokerInfo(broker_id, f"broker-{broker_id}.example", 9090 + broker_id, rack)

@@ -1,7 +1,9 @@
 """The ``MetadataStore`` contract of ``tmq.cluster.store``, and what only the local store shows.
 
 ``MetadataStoreContract`` states the contract once: topics, compare-and-swap of partition
-states, watch events, committed offsets, producer ids, closing, and durability across a reopen.
+states, watch events, committed offsets, producer ids, closing, and durability across a reopen;
+``MembershipContract`` (``test_membership_contract.py``) adds broker registrations, the
+controller election and fenced writes.
 ``LocalMetadataStoreOnMemoryTests`` and ``LocalMetadataStoreOnDiskTests`` run it against
 ``LocalMetadataStore`` on ``MemoryFileSystem`` and on the real file system; the etcd store adds
 its own class. ``LocalMetadataStoreTests`` then checks the local store's files: their format,
@@ -19,6 +21,7 @@ from dataclasses import replace
 
 import pytest
 from cluster_helpers import failure_of, result_of, topic
+from test_membership_contract import MembershipContract
 from twisted.logger import globalLogPublisher
 
 from tmq.cluster.local_store import GROUPS_DIR, METADATA_FILE, LocalMetadataStore, group_file_name
@@ -554,7 +557,7 @@ class MetadataStoreContract:
         assert self.wait(store.fetch_offsets("sink", None)) == {}
 
 
-class LocalMetadataStoreOnMemoryTests(MetadataStoreContract):
+class LocalMetadataStoreOnMemoryTests(MetadataStoreContract, MembershipContract):
     """The contract, held by ``LocalMetadataStore`` on a ``MemoryFileSystem``."""
 
     def make_store(self, tmp_path) -> LocalMetadataStore:
@@ -565,7 +568,7 @@ class LocalMetadataStoreOnMemoryTests(MetadataStoreContract):
         return LocalMetadataStore.open(self.fs, "/meta")
 
 
-class LocalMetadataStoreOnDiskTests(MetadataStoreContract):
+class LocalMetadataStoreOnDiskTests(MetadataStoreContract, MembershipContract):
     """The contract, held by ``LocalMetadataStore`` on the real file system."""
 
     def make_store(self, tmp_path) -> LocalMetadataStore:

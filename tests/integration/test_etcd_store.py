@@ -30,9 +30,11 @@ from twisted.python import threadable
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cluster"))
 
 from cluster_helpers import topic
+from test_membership_contract import MembershipContract
 from test_store_contract import MetadataStoreContract
 
 from tmq.client.sync import shared_reactor_thread
+from tmq.cluster.etcd_membership import EtcdRegistration
 from tmq.cluster.etcd_store import EtcdMetadataStore
 from tmq.cluster.store import (
     CommittedOffset,
@@ -108,18 +110,22 @@ def etcd_member():
 
 
 class OnReactor:
-    """A store whose methods run on the reactor thread, returning what they return there (a
-    Deferred, an unsubscribe function); called on the reactor thread itself (by a watcher),
-    it calls straight through."""
+    """A store (or a registration) whose methods run on the reactor thread, returning what
+    they return there (a Deferred, an unsubscribe function); called on the reactor thread
+    itself (by a watcher), it calls straight through. Other attributes are read as they are;
+    an ``OnReactor`` passed as an argument is unwrapped."""
 
-    def __init__(self, store: EtcdMetadataStore, runner):
+    def __init__(self, store: EtcdMetadataStore | EtcdRegistration, runner):
         self.store = store
         self.runner = runner
 
     def __getattr__(self, name: str):
         method = getattr(self.store, name)
+        if not callable(method):
+            return method
 
         def call(*args, **kwargs):
+            args = tuple(arg.store if isinstance(arg, OnReactor) else arg for arg in args)
             if threadable.isInIOThread():
                 return method(*args, **kwargs)
             (result,) = self.runner.submit(lambda: [method(*args, **kwargs)]).result(TIMEOUT_S)
@@ -149,7 +155,9 @@ class Harness:
         return store
 
     def wait(self, deferred):
-        return self.runner.submit(lambda: deferred).result(TIMEOUT_S)
+        """The result of ``deferred`` (a registration comes wrapped in ``OnReactor``)."""
+        result = self.runner.submit(lambda: deferred).result(TIMEOUT_S)
+        return OnReactor(result, self.runner) if isinstance(result, EtcdRegistration) else result
 
     def wait_failure(self, deferred, *types):
         with pytest.raises(types) as raised:
@@ -201,8 +209,8 @@ def pool_threads(store: OnReactor) -> list[threading.Thread]:
     return [thread for thread in threading.enumerate() if name in thread.name]
 
 
-class EtcdMetadataStoreContractTests(MetadataStoreContract):
-    """The ``MetadataStore`` contract, held by ``EtcdMetadataStore``."""
+class EtcdMetadataStoreContractTests(MetadataStoreContract, MembershipContract):
+    """The ``MetadataStore`` contract (with membership), held by ``EtcdMetadataStore``."""
 
     @pytest.fixture(autouse=True)
     def _harness(self, etcd_member):

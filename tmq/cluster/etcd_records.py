@@ -1,6 +1,8 @@
-"""The JSON values of ``EtcdMetadataStore`` (their formats are in ``tmq.cluster.etcd_store``):
-documents built from the store's value types, and values read back checked field by field, so
-a value that is not as documented is a ``MetadataStoreError`` naming its key, never a crash."""
+"""The JSON values of ``EtcdMetadataStore`` (their formats are in ``tmq.cluster.etcd_store``
+and ``tmq.cluster.etcd_membership``): documents built from the store's value types, and values
+read back checked field by field, so a value that is not as documented is a
+``MetadataStoreError`` naming its key, never a crash. Also a few helpers building requests and
+reading responses."""
 
 from __future__ import annotations
 
@@ -10,7 +12,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from etcd3.utils import prefix_range_end
+
 from .store import (
+    BrokerInfo,
     CommittedOffset,
     MetadataStoreError,
     PartitionState,
@@ -20,13 +25,20 @@ from .store import (
 
 __all__ = [
     "CorruptValue",
+    "broker_document",
+    "controller_document",
+    "decode_broker",
+    "decode_controller",
     "decode_counter",
     "decode_offset",
     "decode_state",
     "decode_topic",
+    "delete_prefix",
     "encode",
+    "groups_of",
     "offset_document",
     "reading",
+    "revision_of",
     "state_document",
     "topic_document",
 ]
@@ -134,3 +146,57 @@ def decode_counter(key: str, value: bytes) -> int:
         if next_id < 0:
             raise CorruptValue(f"next_producer_id {next_id} is negative")
         return next_id
+
+
+def broker_document(info: BrokerInfo, broker_epoch: int) -> dict:
+    return {
+        "host": info.host,
+        "port": info.port,
+        "rack": info.rack,
+        "broker_epoch": broker_epoch,
+    }
+
+
+def decode_broker(key: bytes | str, broker_id: int, value: bytes, create_revision: int):
+    """The ``BrokerInfo`` of a ``brokers/<id>`` key: its ``broker_epoch`` is the key's
+    ``create_revision`` (the value's copy is written just after the key is created)."""
+    with reading(key):
+        document = json.loads(value)
+        host, port = _get(document, "host", str), _get(document, "port", int)
+        return BrokerInfo(
+            broker_id, host, port, _get(document, "rack", str, type(None)), create_revision
+        )
+
+
+def controller_document(broker_id: int, controller_epoch: int) -> dict:
+    return {"broker_id": broker_id, "controller_epoch": controller_epoch}
+
+
+def decode_controller(key: bytes | str, value: bytes, create_revision: int) -> tuple[int, int]:
+    """``(broker_id, controller_epoch)`` of the ``controller`` key: the epoch is the key's
+    ``create_revision``."""
+    with reading(key):
+        return _get(json.loads(value), "broker_id", int), create_revision
+
+
+# -- requests and responses -------------------------------------------------------------------
+
+
+def delete_prefix(ops: Any, prefix: str) -> Any:
+    return ops.delete(prefix, prefix_range_end(prefix.encode()))
+
+
+def revision_of(responses: list[Any]) -> int:
+    """The revision of a transaction that wrote: the header of its first put or delete."""
+    first = responses[0]
+    return getattr(first, first.WhichOneof("response")).header.revision
+
+
+def groups_of(listed: Any, topic: str) -> list[str]:
+    """The (encoded) groups with offsets of ``topic`` among the ``groups/`` keys ``listed``."""
+    found = set()
+    for kv in listed.kvs:
+        parts = kv.key.decode("utf-8", "replace").split("/")  # /tmq/<id>/groups/<group>/...
+        if len(parts) == 8 and parts[5] == "offsets" and parts[6] == topic:
+            found.add(parts[4])
+    return sorted(found)

@@ -15,6 +15,9 @@ It keeps the ``MetadataStore`` contract of ``tmq.cluster.store`` (the same contr
     groups/<group>/offsets/<topic>/<partition>
         {"offset": 1200, "metadata": null, "leader_epoch": 0, "topic_created_revision": 17}
 
+plus ``brokers/<id>`` and ``controller``, bound to leases (``tmq.cluster.etcd_membership``
+documents them, the registrations, the controller election and the fences of writes).
+
 ``<topic>`` is the topic name as is (Kafka's characters need no escaping) and ``<partition>`` a
 decimal number. ``<group>`` is the group name percent-encoded: UTF-8, every byte outside
 ``A-Z a-z 0-9 _ . - ~`` written as ``%XX`` (``urllib.parse.quote(group, safe="")``), so it never
@@ -37,9 +40,11 @@ bounds the partitions of a topic (127) and of one offset commit (128 minus its t
 Threads: the etcd calls run one at a time, in the order they were made (so they take effect in
 that order, as with the local store), on the store's own two-thread ``ThreadPool`` (started by
 ``open``, stopped by ``close``); their Deferreds fire on the reactor. The other pool thread
-follows a watch of ``partitions/`` to ``topics/`` (topics, partition states and the producer-id
-counter) from the revision of the read made at ``open``, and hands the events to the reactor
-thread (``callFromThread``), where watchers are called in revision order. When the watch breaks
+follows a watch of ``brokers/`` to ``topics/`` (brokers, the controller, topics, partition
+states; the groups' offsets and the producer-id counter in between are skipped) from the
+revision of the read made at ``open``, and hands the events to the reactor thread
+(``callFromThread``), where watchers are called in revision order (in one revision: broker
+losses, the controller, registrations, then topic events). When the watch breaks
 (etcd restarted, a connection lost) it is created again from the last revision seen plus one;
 if etcd compacted that revision away, the store reads everything again and sends the events
 that turn what the watchers were told into what is there. A watcher hears of every change after
@@ -79,18 +84,33 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from .etcd_membership import (
+    EtcdRegistration,
+    MembershipCalls,
+    MembershipTracker,
+    check_fence,
+    fence_ops,
+    order,
+    read_brokers,
+    read_controller,
+)
 from .etcd_records import (
     decode_counter,
     decode_offset,
     decode_state,
     decode_topic,
+    delete_prefix,
     encode,
+    groups_of,
     offset_document,
+    revision_of,
     state_document,
     topic_document,
 )
 from .store import (
+    BrokerInfo,
     CommittedOffset,
+    Fence,
     InvalidTopic,
     MetadataEvent,
     MetadataStoreError,
@@ -141,13 +161,15 @@ class _Snapshot:
     revision: int
     topics: Mapping[str, tuple[int, TopicSpec]]  # name -> (create_revision, spec)
     states: Mapping[tuple[str, int], PartitionState]
+    brokers: Mapping[int, BrokerInfo]
+    controller: tuple[int, int] | None
 
 
 class _Compacted(Exception):
     """The watch's start revision was compacted away."""
 
 
-class EtcdMetadataStore:
+class EtcdMetadataStore(MembershipCalls):
     """The etcd ``MetadataStore`` (see the module docstring). Call ``open`` first.
 
     Call it from the reactor thread only; Deferreds fire and watchers run there.
@@ -192,6 +214,8 @@ class EtcdMetadataStore:
         self._in_flight = 0
         self._one_at_a_time = defer.DeferredLock()
         self._waiters: list[tuple[Callable[[], bool], defer.Deferred]] = []
+        self._registrations: dict[int, EtcdRegistration] = {}
+        self._controller_seen: tuple[int, int] | None = None  # as delivered to watchers
         # shared with the pool threads
         self._closing = threading.Event()
         self._stream_lock = threading.Lock()
@@ -200,6 +224,7 @@ class EtcdMetadataStore:
         self._watched_revision = 0
         self._known_topics: dict[str, int] = {}  # name -> create_revision
         self._known_states: dict[tuple[str, int], int] = {}  # -> version
+        self._membership = MembershipTracker(self.prefix)
         self._watch_lost = False
         self._pause = _FIRST_BACKOFF_S
 
@@ -243,14 +268,23 @@ class EtcdMetadataStore:
             return outcome
         self._remember(outcome)
         self._delivered_revision = outcome.revision
+        self._controller_seen = outcome.controller
         self._state, self._watch_running = "open", True
         watching = deferToThreadPool(self._reactor, self._pool, self._watch_loop)
         watching.addBoth(self._watch_ended)
         return self
 
     def close(self) -> defer.Deferred[None]:
-        """Refuse new calls, stop the watch, wait for the calls in flight, stop the pool and
-        close the connections. Closing again does nothing more."""
+        """Close the registrations made through this store (revoking their leases), refuse
+        new calls, stop the watch, wait for the calls in flight, stop the pool and close the
+        connections. Closing again does nothing more."""
+        registrations = list(self._registrations.values())
+        if self._state == "open" and registrations:
+            closing = defer.DeferredList([r.close() for r in registrations], consumeErrors=True)
+            return closing.addCallback(lambda _: self._close())
+        return self._close()
+
+    def _close(self) -> defer.Deferred[None]:
         if self._state == "new":
             self._state = "closed"
         elif self._state in ("opening", "open"):
@@ -302,10 +336,10 @@ class EtcdMetadataStore:
     # -- MetadataStore --------------------------------------------------------------------
 
     def create_topic(
-        self, spec: TopicSpec, states: Mapping[int, PartitionState]
+        self, spec: TopicSpec, states: Mapping[int, PartitionState], fence: Fence | None = None
     ) -> defer.Deferred[None]:
-        check = partial(validate_topic, spec, states)
-        return self._run("create_topic", self._create_topic, spec, states, check=check, writes=True)
+        check, create = partial(validate_topic, spec, states), self._create_topic
+        return self._run("create_topic", create, spec, states, fence, check=check, writes=True)
 
     def delete_topic(self, name: str) -> defer.Deferred[None]:
         return self._run("delete_topic", self._delete_topic, name, writes=True)
@@ -317,9 +351,15 @@ class EtcdMetadataStore:
         return self._run("partition_states", self._partition_states, topic, idempotent=True)
 
     def update_partition_state(
-        self, topic: str, partition: int, state: PartitionState, expected_version: int
+        self,
+        topic: str,
+        partition: int,
+        state: PartitionState,
+        expected_version: int,
+        fence: Fence | None = None,
     ) -> defer.Deferred[PartitionState]:
-        update, args = self._update_partition_state, (topic, partition, state, expected_version)
+        update = self._update_partition_state
+        args = (topic, partition, state, expected_version, fence)
         return self._run("update_partition_state", update, *args, writes=True)
 
     def watch(self, callback: Callable[[MetadataEvent], object]) -> Callable[[], None]:
@@ -446,8 +486,11 @@ class EtcdMetadataStore:
         return MetadataStoreError(f"etcd at {self._where}: {operation} failed: {reason}")
 
     def _snapshot(self) -> _Snapshot:
-        start, end = self._watched_range()
-        response = self._client.get_range_response(start, end)
+        brokers, revision = read_brokers(self._client, self.prefix)
+        controller, _ = read_controller(self._client, self.prefix, revision=revision)
+        start = (self.prefix + "partitions/").encode()
+        end = prefix_range_end((self.prefix + "topics/").encode())
+        response = self._client.get_range_response(start, end, revision=revision)
         topics: dict[str, tuple[int, TopicSpec]] = {}
         states: dict[tuple[str, int], PartitionState] = {}
         for kv in response.kvs:
@@ -459,19 +502,23 @@ class EtcdMetadataStore:
                 topics[topic] = (kv.create_revision, decode_topic(kv.key, topic, kv.value))
             else:
                 states[topic, partition] = decode_state(kv.key, kv.value, kv.mod_revision)
-        return _Snapshot(response.header.revision, topics, states)
+        return _Snapshot(revision, topics, states, brokers, controller)
 
-    def _create_topic(self, spec: TopicSpec, states: Mapping[int, PartitionState]):
+    def _create_topic(
+        self, spec: TopicSpec, states: Mapping[int, PartitionState], fence: Fence | None
+    ):
         client, ops = self._client, self._client.transactions
+        fenced, read = fence_ops(ops, self.prefix, fence)
         key = self._topic_key(spec.name)
         success = [ops.put(key, encode(topic_document(spec)))]
         for partition in range(spec.partitions):
             document = state_document(states[partition])
             success.append(ops.put(self._partition_key(spec.name, partition), encode(document)))
-        done, responses = client.transaction([ops.create(key) == 0], success, [])
+        done, responses = client.transaction([ops.create(key) == 0, *fenced], success, read)
         if not done:
+            check_fence(fence, responses[0] if read else [])
             raise TopicExists(f"topic {spec.name} exists")
-        return None, _revision_of(responses)
+        return None, revision_of(responses)
 
     def _delete_topic(self, name: str):
         client, ops = self._client, self._client.transactions
@@ -483,20 +530,20 @@ class EtcdMetadataStore:
             if meta is None:
                 raise UnknownTopic(f"unknown topic {name!r}")
             compare = [ops.create(key) == meta.create_revision]
-            deletes = [ops.delete(key), _delete_prefix(ops, partitions)]
+            deletes = [ops.delete(key), delete_prefix(ops, partitions)]
             done, responses = client.transaction(compare, deletes, [])
             if done:
                 break
         groups = self.prefix + "groups/"
         listed = client.get_prefix_response(groups, keys_only=True)
-        offsets = [self._offsets_prefix(group) + f"{name}/" for group in _groups_of(listed, name)]
+        offsets = [self._offsets_prefix(group) + f"{name}/" for group in groups_of(listed, name)]
         try:  # unless a topic of that name was created meanwhile
             for first in range(0, len(offsets), _MAX_TXN_OPS):
-                batch = [_delete_prefix(ops, prefix) for prefix in offsets[first:][:_MAX_TXN_OPS]]
+                batch = [delete_prefix(ops, prefix) for prefix in offsets[first:][:_MAX_TXN_OPS]]
                 client.transaction([ops.create(key) == 0], batch, [])
         except (Etcd3Exception, grpc.RpcError):
             pass  # what is left is ignored (its topic_created_revision is gone) and overwritten
-        return None, _revision_of(responses)
+        return None, revision_of(responses)
 
     def _topics(self):
         topics = self.prefix + "topics/"
@@ -523,20 +570,27 @@ class EtcdMetadataStore:
         return dict(sorted(states.items())), response.header.revision
 
     def _update_partition_state(
-        self, topic: str, partition: int, state: PartitionState, expected_version: int
+        self,
+        topic: str,
+        partition: int,
+        state: PartitionState,
+        expected_version: int,
+        fence: Fence | None,
     ):
         client, ops = self._client, self._client.transactions
+        fenced, read = fence_ops(ops, self.prefix, fence)
         if not _legal_topic(topic) or not _is_partition(partition):
             raise UnknownTopic(f"topic {topic!r} has no partition {partition!r}")
         key = self._partition_key(topic, partition)
         done, responses = client.transaction(
-            [ops.version(key) > 0, ops.mod(key) == expected_version],
+            [*fenced, ops.version(key) > 0, ops.mod(key) == expected_version],
             [ops.put(key, encode(state_document(state)))],
-            [ops.get(key)],
+            [ops.get(key), *read],
         )
         if done:
-            revision = _revision_of(responses)
+            revision = revision_of(responses)
             return replace(state, version=revision), revision
+        check_fence(fence, responses[1] if read else [])
         if not responses[0]:
             raise UnknownTopic(f"topic {topic} has no partition {partition}")
         current = responses[0][0][1]
@@ -577,7 +631,7 @@ class EtcdMetadataStore:
             ]
             done, responses = client.transaction(compare, puts, [])
             if done:
-                return None, _revision_of(responses)
+                return None, revision_of(responses)
 
     def _fetch_offsets(self, group: str, wanted: set[tuple[str, int]] | None):
         if wanted is not None and not wanted:
@@ -619,7 +673,7 @@ class EtcdMetadataStore:
                 [ops.mod(key) == mod_revision], [ops.put(key, document)], []
             )
             if done:
-                return first, _revision_of(responses)
+                return first, revision_of(responses)
 
     # -- keys --------------------------------------------------------------------------------
 
@@ -633,13 +687,17 @@ class EtcdMetadataStore:
         return self.prefix + f"groups/{encoded_group}/offsets/"
 
     def _watched_range(self) -> tuple[bytes, bytes]:
-        """``partitions/`` up to the end of ``topics/`` (``producer_ids`` lies in between)."""
-        start = (self.prefix + "partitions/").encode()
+        """``brokers/`` up to the end of ``topics/`` (``controller``, ``groups/`` and
+        ``producer_ids`` lie in between; the watch skips groups' offsets)."""
+        start = (self.prefix + "brokers/").encode()
         return start, prefix_range_end((self.prefix + "topics/").encode())
 
     def _parse_key(self, key: bytes) -> tuple[str, str, int] | None:
-        """``("topic", name, -1)``, ``("partition", topic, partition)`` or None (another
-        key)."""
+        """``("topic", name, -1)``, ``("partition", topic, partition)``, ``("broker", "",
+        id)``, ``("controller", "", -1)`` or None (another key)."""
+        member = self._membership.parse(key)
+        if member is not None:
+            return member[0], "", member[1]
         text = key.decode("utf-8", "replace")
         if not text.startswith(self.prefix):
             return None
@@ -723,7 +781,9 @@ class EtcdMetadataStore:
             self._reactor.callFromThread(self._deliver, revision, found)
 
     def _events_of(self, batch: list[Any]) -> list[MetadataEvent]:
-        """The store's events of one revision: deletions, creations, then states in order."""
+        """The store's events of one revision: membership (``order``), topic deletions,
+        creations, then states in order."""
+        members: list[MetadataEvent] = []
         deleted: list[MetadataEvent] = []
         created: list[MetadataEvent] = []
         changed: list[PartitionStateChanged] = []
@@ -734,7 +794,9 @@ class EtcdMetadataStore:
             kind, topic, partition = parsed
             removed = event.type == kv_pb2.Event.DELETE
             try:
-                if kind == "topic" and removed:
+                if kind in ("broker", "controller"):
+                    members.extend(self._membership.event(kind, partition, event.kv, removed))
+                elif kind == "topic" and removed:
                     if self._known_topics.pop(topic, None) is not None:
                         deleted.append(TopicDeleted(topic))
                 elif kind == "topic":
@@ -752,12 +814,12 @@ class EtcdMetadataStore:
             except MetadataStoreError as error:
                 self._log_later("etcd watch of {prefix}: skipped an event: {error}", error=error)
         changed.sort(key=lambda event: (event.topic, event.partition))
-        return [*deleted, *created, *changed]
+        return [*order(members), *deleted, *created, *changed]
 
     def _resync(self) -> None:
         """Read everything, send the events from what watchers know to what is there."""
         snapshot = self._attempt("resync", self._snapshot, True)
-        events: list[MetadataEvent] = []
+        events = self._membership.resync(snapshot.brokers, snapshot.controller)
         fresh = set()
         for name, created in sorted(self._known_topics.items()):
             if snapshot.topics.get(name, (None,))[0] != created:
@@ -776,6 +838,7 @@ class EtcdMetadataStore:
         self._watched_revision = snapshot.revision
         self._known_topics = {name: created for name, (created, _) in snapshot.topics.items()}
         self._known_states = {key: state.version for key, state in snapshot.states.items()}
+        self._membership.remember(snapshot.brokers, snapshot.controller)
 
     def _log_later(self, text: str, **fields: Any) -> None:
         fields.setdefault("revision", self._watched_revision)
@@ -787,6 +850,7 @@ class EtcdMetadataStore:
         if self._state != "open":
             return
         self._delivered_revision = max(self._delivered_revision, revision)
+        self._membership_delivered(events)
         for event in events:
             for watcher_id, (callback, since) in list(self._watchers.items()):
                 if since >= revision or watcher_id not in self._watchers:
@@ -843,23 +907,3 @@ def _legal_topic(name: object) -> bool:
 
 def _is_partition(partition: object) -> bool:
     return isinstance(partition, int) and not isinstance(partition, bool) and partition >= 0
-
-
-def _delete_prefix(ops: Any, prefix: str) -> Any:
-    return ops.delete(prefix, prefix_range_end(prefix.encode()))
-
-
-def _revision_of(responses: list[Any]) -> int:
-    """The revision of a transaction that wrote: the header of its first put or delete."""
-    first = responses[0]
-    return getattr(first, first.WhichOneof("response")).header.revision
-
-
-def _groups_of(listed: Any, topic: str) -> list[str]:
-    """The (encoded) groups with offsets of ``topic`` among the ``groups/`` keys ``listed``."""
-    found = set()
-    for kv in listed.kvs:
-        parts = kv.key.decode("utf-8", "replace").split("/")  # /tmq/<id>/groups/<group>/...
-        if len(parts) == 8 and parts[5] == "offsets" and parts[6] == topic:
-            found.add(parts[4])
-    return sorted(found)

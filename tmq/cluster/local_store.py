@@ -43,6 +43,12 @@ Every change of ``metadata.json`` takes the next revision; a partition state wri
 change gets it as its ``version`` (as etcd's ``mod_revision``), so versions only grow, across
 topic deletions and restarts.
 
+Membership lives in memory only, as etcd's leases do: a registration (``register_broker``) lasts
+until it is closed or the store is, and never expires (its deadline is infinite). Registering
+and becoming the controller each take a revision (written to ``metadata.json``, so broker and
+controller epochs grow across restarts too) that is the ``broker_epoch`` or the
+``controller_epoch``. Campaigners wait in line for the controller role.
+
 ``groups/<group>.json``::
 
     {
@@ -81,6 +87,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import posixpath
 import re
 from collections import deque
@@ -95,9 +102,19 @@ from tmq.storage.checkpoints import write_atomically
 from tmq.storage.files import FileSystem
 from tmq.storage.names import TMP_SUFFIX
 
+from .lease import LeaseDeadline
 from .store import (
+    BrokerIdInUse,
+    BrokerInfo,
+    BrokerLost,
+    BrokerRegistered,
     CommittedOffset,
+    ControllerChanged,
+    ControllerFence,
+    Fence,
+    Fenced,
     InvalidTopic,
+    LeaderFence,
     MetadataEvent,
     MetadataStoreError,
     PartitionState,
@@ -108,10 +125,17 @@ from .store import (
     TopicExists,
     TopicSpec,
     UnknownTopic,
+    check_ttl,
     validate_topic,
 )
 
-__all__ = ["GROUPS_DIR", "METADATA_FILE", "LocalMetadataStore", "group_file_name"]
+__all__ = [
+    "GROUPS_DIR",
+    "METADATA_FILE",
+    "LocalMetadataStore",
+    "LocalRegistration",
+    "group_file_name",
+]
 
 METADATA_FILE = "metadata.json"
 GROUPS_DIR = "groups"
@@ -151,6 +175,29 @@ class _Metadata:
     topics: Mapping[str, _Topic]
 
 
+class LocalRegistration:
+    """A ``Registration`` of the local store: it lasts until ``close`` (see the module
+    docstring)."""
+
+    def __init__(self, store: LocalMetadataStore, info: BrokerInfo, ttl_s: float):
+        self.info = info
+        self.broker_epoch = info.broker_epoch
+        self.deadline = LeaseDeadline(ttl_s, margin=0.0)
+        self.deadline.deadline = math.inf
+        self.lost: defer.Deferred[str] = defer.Deferred()
+        self._store = store
+
+    def valid(self, now: float) -> bool:
+        return not self.lost.called and self.deadline.valid(now)
+
+    def close(self) -> defer.Deferred[None]:
+        self._store._end_registration(self, "closed")
+        return defer.succeed(None)
+
+    def __repr__(self) -> str:
+        return f"<LocalRegistration of broker {self.info.broker_id}, epoch {self.broker_epoch}>"
+
+
 class LocalMetadataStore:
     """The file-backed ``MetadataStore`` (see the module docstring). Use ``open``.
 
@@ -172,6 +219,9 @@ class LocalMetadataStore:
         self._watcher_ids = itertools.count()
         self._pending_events: deque[MetadataEvent] = deque()
         self._dispatching = False
+        self._registrations: dict[int, LocalRegistration] = {}
+        self._controller: tuple[LocalRegistration, int] | None = None
+        self._campaigners: list[tuple[LocalRegistration, defer.Deferred[int]]] = []
 
     @classmethod
     def open(cls, fs: FileSystem, directory: str) -> LocalMetadataStore:
@@ -200,9 +250,9 @@ class LocalMetadataStore:
     # -- MetadataStore ----------------------------------------------------------------------
 
     def create_topic(
-        self, spec: TopicSpec, states: Mapping[int, PartitionState]
+        self, spec: TopicSpec, states: Mapping[int, PartitionState], fence: Fence | None = None
     ) -> defer.Deferred[None]:
-        return defer.maybeDeferred(self._create_topic, spec, states)
+        return defer.maybeDeferred(self._create_topic, spec, states, fence)
 
     def delete_topic(self, name: str) -> defer.Deferred[None]:
         return defer.maybeDeferred(self._delete_topic, name)
@@ -214,10 +264,15 @@ class LocalMetadataStore:
         return defer.maybeDeferred(self._partition_states, topic)
 
     def update_partition_state(
-        self, topic: str, partition: int, state: PartitionState, expected_version: int
+        self,
+        topic: str,
+        partition: int,
+        state: PartitionState,
+        expected_version: int,
+        fence: Fence | None = None,
     ) -> defer.Deferred[PartitionState]:
         return defer.maybeDeferred(
-            self._update_partition_state, topic, partition, state, expected_version
+            self._update_partition_state, topic, partition, state, expected_version, fence
         )
 
     def watch(self, callback: Callable[[MetadataEvent], object]) -> Callable[[], None]:
@@ -250,9 +305,26 @@ class LocalMetadataStore:
     def allocate_producer_ids(self, count: int) -> defer.Deferred[int]:
         return defer.maybeDeferred(self._allocate_producer_ids, count)
 
+    def register_broker(self, info: BrokerInfo, ttl_s: float) -> defer.Deferred[LocalRegistration]:
+        return defer.maybeDeferred(self._register_broker, info, ttl_s)
+
+    def live_brokers(self) -> defer.Deferred[dict[int, BrokerInfo]]:
+        return defer.maybeDeferred(self._live_brokers)
+
+    def campaign(self, registration: LocalRegistration) -> defer.Deferred[int]:
+        try:
+            return self._campaign(registration)
+        except Exception:
+            return defer.fail()
+
+    def controller(self) -> defer.Deferred[tuple[int, int] | None]:
+        return defer.maybeDeferred(self._current_controller)
+
     def close(self) -> defer.Deferred[None]:
         self._closed = True
         self._watchers.clear()
+        for registration in list(self._registrations.values()):
+            self._end_registration(registration, "the store was closed")
         return defer.succeed(None)
 
     # -- the calls, synchronously -------------------------------------------------------------
@@ -267,9 +339,12 @@ class LocalMetadataStore:
             raise UnknownTopic(f"unknown topic {name!r}")
         return topic
 
-    def _create_topic(self, spec: TopicSpec, states: Mapping[int, PartitionState]) -> None:
+    def _create_topic(
+        self, spec: TopicSpec, states: Mapping[int, PartitionState], fence: Fence | None
+    ) -> None:
         self._check_open()
         validate_topic(spec, states)
+        self._check_fence(fence)
         if spec.name in self._metadata.topics:
             raise TopicExists(f"topic {spec.name} exists")
         revision = self._metadata.revision + 1
@@ -302,9 +377,15 @@ class LocalMetadataStore:
         return dict(self._topic(topic).states)
 
     def _update_partition_state(
-        self, topic: str, partition: int, state: PartitionState, expected_version: int
+        self,
+        topic: str,
+        partition: int,
+        state: PartitionState,
+        expected_version: int,
+        fence: Fence | None,
     ) -> PartitionState:
         self._check_open()
+        self._check_fence(fence)
         record = self._topic(topic)
         current = record.states.get(partition)
         if current is None:
@@ -359,6 +440,100 @@ class LocalMetadataStore:
             )
         )
         return first
+
+    # -- membership -------------------------------------------------------------------------
+
+    def _register_broker(self, info: BrokerInfo, ttl_s: float) -> LocalRegistration:
+        self._check_open()
+        check_ttl(ttl_s)
+        if info.broker_id in self._registrations:
+            raise BrokerIdInUse(f"broker {info.broker_id} is registered already")
+        revision = self._next_revision()
+        registration = LocalRegistration(self, replace(info, broker_epoch=revision), ttl_s)
+        self._registrations[info.broker_id] = registration
+        self._emit([BrokerRegistered(registration.info)])
+        return registration
+
+    def _live_brokers(self) -> dict[int, BrokerInfo]:
+        self._check_open()
+        return {broker: self._registrations[broker].info for broker in sorted(self._registrations)}
+
+    def _current_controller(self) -> tuple[int, int] | None:
+        self._check_open()
+        if self._controller is None:
+            return None
+        holder, epoch = self._controller
+        return holder.info.broker_id, epoch
+
+    def _live(self, registration: LocalRegistration) -> bool:
+        return self._registrations.get(registration.info.broker_id) is registration
+
+    def _campaign(self, registration: LocalRegistration) -> defer.Deferred[int]:
+        self._check_open()
+        if not self._live(registration):
+            raise Fenced(f"{registration!r} is not live: it cannot campaign")
+        if self._controller is not None and self._controller[0] is registration:
+            return defer.succeed(self._controller[1])
+        waiting: defer.Deferred[int] = defer.Deferred()
+        self._campaigners.append((registration, waiting))
+        self._elect()
+        return waiting
+
+    def _elect(self) -> None:
+        """Hand a vacant controller role to the first campaigner in line."""
+        while self._controller is None and self._campaigners:
+            registration, waiting = self._campaigners.pop(0)
+            try:
+                epoch = self._next_revision()
+            except MetadataStoreError:
+                waiting.errback()
+                continue
+            self._controller = (registration, epoch)
+            self._emit([ControllerChanged(registration.info.broker_id, epoch)])
+            waiting.callback(epoch)
+
+    def _end_registration(self, registration: LocalRegistration, reason: str) -> None:
+        if not self._live(registration):
+            return
+        del self._registrations[registration.info.broker_id]
+        registration.deadline.deadline = -math.inf
+        events: list[MetadataEvent] = [
+            BrokerLost(registration.info.broker_id, registration.broker_epoch)
+        ]
+        if self._controller is not None and self._controller[0] is registration:
+            events.append(ControllerChanged(None, self._controller[1]))
+            self._controller = None
+        waiting = [entry for entry in self._campaigners if entry[0] is registration]
+        self._campaigners = [entry for entry in self._campaigners if entry[0] is not registration]
+        self._emit(events)
+        for _, campaign in waiting:
+            campaign.errback(Fenced(f"{registration!r} ended ({reason}) while campaigning"))
+        registration.lost.callback(reason)
+        if not self._closed:
+            self._elect()
+
+    def _check_fence(self, fence: Fence | None) -> None:
+        if fence is None:
+            return
+        if isinstance(fence, ControllerFence):
+            epoch = None if self._controller is None else self._controller[1]
+            if epoch != fence.controller_epoch:
+                raise Fenced(f"controller epoch {fence.controller_epoch} is over (now {epoch})")
+        elif isinstance(fence, LeaderFence):
+            registration = self._registrations.get(fence.broker_id)
+            epoch = None if registration is None else registration.broker_epoch
+            if epoch != fence.broker_epoch:
+                raise Fenced(
+                    f"broker {fence.broker_id} epoch {fence.broker_epoch} is over (now {epoch})"
+                )
+        else:
+            raise ValueError(f"not a fence: {fence!r}")
+
+    def _next_revision(self) -> int:
+        """Take the next revision, durably."""
+        revision = self._metadata.revision + 1
+        self._write_metadata(replace(self._metadata, revision=revision))
+        return revision
 
     # -- writing ------------------------------------------------------------------------------
 

@@ -9,7 +9,12 @@ implements the same interface for a real cluster. Both are held to the same cont
 * **partition states** (``PartitionState``): leader, leader epoch, ISR, controller epoch, and
   the store's ``version`` of the record, for compare-and-swap;
 * **committed offsets** of consumer groups (``CommittedOffset``);
-* the **producer-id counter**, handed out in blocks.
+* the **producer-id counter**, handed out in blocks;
+* cluster **membership**: live broker registrations (``register_broker``, ``BrokerInfo``), each
+  with its ``broker_epoch``, and the **controller** (``campaign``), with its
+  ``controller_epoch``. Writes may carry a fence (``ControllerFence``, ``LeaderFence``) that
+  makes them fail with ``Fenced`` unless the writer's controllership or registration is still
+  the live one.
 
 Every method returns a Twisted ``Deferred`` (the etcd store runs its calls on a thread pool; the
 local store returns Deferreds that have already fired). A call fails with a
@@ -41,21 +46,34 @@ from twisted.internet.defer import Deferred
 
 from tmq.protocol.errors import ErrorCode
 
+from .lease import LeaseDeadline
+
 __all__ = [
     "MAX_TOPIC_NAME_LENGTH",
+    "BrokerIdInUse",
+    "BrokerInfo",
+    "BrokerLost",
+    "BrokerRegistered",
     "CommittedOffset",
+    "ControllerChanged",
+    "ControllerFence",
+    "Fence",
+    "Fenced",
     "InvalidTopic",
+    "LeaderFence",
     "MetadataEvent",
     "MetadataStore",
     "MetadataStoreError",
     "PartitionState",
     "PartitionStateChanged",
+    "Registration",
     "StaleVersion",
     "TopicCreated",
     "TopicDeleted",
     "TopicExists",
     "TopicSpec",
     "UnknownTopic",
+    "check_ttl",
     "validate_topic",
     "validate_topic_name",
 ]
@@ -133,6 +151,65 @@ class CommittedOffset:
     leader_epoch: int = -1
 
 
+@dataclass(frozen=True)
+class BrokerInfo:
+    """A broker as registered: where clients reach it.
+
+    :param broker_epoch: set by the store at registration (``Registration.broker_epoch``);
+        grows with every registration of every broker. ``0`` marks an info not from a store.
+    """
+
+    broker_id: int
+    host: str
+    port: int
+    rack: str | None = None
+    broker_epoch: int = 0
+
+
+@dataclass(frozen=True)
+class ControllerFence:
+    """A write made by the controller elected at ``controller_epoch``: it succeeds only while
+    that controllership is the live one."""
+
+    controller_epoch: int
+
+
+@dataclass(frozen=True)
+class LeaderFence:
+    """A write made by a partition leader: it succeeds only while the broker's registration
+    of ``broker_epoch`` is the live one (DESIGN §4, ISR changes)."""
+
+    broker_id: int
+    broker_epoch: int
+
+
+Fence = ControllerFence | LeaderFence
+
+
+class Registration(Protocol):
+    """A broker's live registration, from ``register_broker`` (etcd: a key under a lease).
+
+    ``valid(now)`` is the synchronous check before every leader action: ``now`` is
+    ``time.monotonic()``; it is false once ``deadline`` (a ``LeaseDeadline``, which only the
+    store feeds) has passed, or the registration was lost or closed. ``lost`` fires (on the
+    reactor, with a string saying why) once the registration ends for any reason: its lease
+    expired or was revoked, keepalives failed past the deadline, or ``close``; then the broker
+    must stop acting on it and register again (a new ``broker_epoch``).
+    """
+
+    info: BrokerInfo
+    broker_epoch: int
+    deadline: LeaseDeadline
+    lost: Deferred[str]
+
+    def valid(self, now: float) -> bool: ...
+
+    def close(self) -> Deferred[None]:
+        """End the registration (etcd: revoke the lease; its keys disappear, the controller
+        key too if it held it). Closing again does nothing more."""
+        ...
+
+
 # -- watch events -----------------------------------------------------------------------------
 
 
@@ -160,7 +237,39 @@ class PartitionStateChanged:
     state: PartitionState
 
 
-MetadataEvent = TopicCreated | TopicDeleted | PartitionStateChanged
+@dataclass(frozen=True)
+class BrokerRegistered:
+    """A broker registered; ``info.broker_epoch`` is its new broker epoch."""
+
+    info: BrokerInfo
+
+
+@dataclass(frozen=True)
+class BrokerLost:
+    """A broker's registration ended (closed, or its lease expired)."""
+
+    broker_id: int
+    broker_epoch: int
+
+
+@dataclass(frozen=True)
+class ControllerChanged:
+    """A broker became the controller (``broker_id``, at ``controller_epoch``), or the
+    controller's registration ended: ``broker_id`` is then None and ``controller_epoch`` the
+    epoch of the controller that is gone."""
+
+    broker_id: int | None
+    controller_epoch: int
+
+
+MetadataEvent = (
+    TopicCreated
+    | TopicDeleted
+    | PartitionStateChanged
+    | BrokerRegistered
+    | BrokerLost
+    | ControllerChanged
+)
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -188,6 +297,19 @@ class UnknownTopic(MetadataStoreError):
 
 class StaleVersion(MetadataStoreError):
     """A compare-and-swap failed: the record's version is not the one expected."""
+
+
+class BrokerIdInUse(MetadataStoreError):
+    """``register_broker`` of a broker id with a live registration (another process, or this
+    broker's previous lease that has not expired yet: try again later)."""
+
+
+class Fenced(MetadataStoreError):
+    """A fenced write (``ControllerFence``, ``LeaderFence``) whose controllership or
+    registration is no longer the live one; nothing was written. Also ``campaign`` with a
+    registration that is gone."""
+
+    error_code = ErrorCode.NOT_CONTROLLER
 
 
 class InvalidTopic(ValueError):
@@ -219,6 +341,12 @@ def validate_topic_name(name: str) -> None:
         )
     if name in (".", ".."):
         raise InvalidTopic(ErrorCode.INVALID_TOPIC_EXCEPTION, f"{name!r} is not a topic name")
+
+
+def check_ttl(ttl_s: object) -> None:
+    """Raise ``ValueError`` unless ``ttl_s`` is a lease TTL ``register_broker`` accepts."""
+    if not isinstance(ttl_s, int | float) or isinstance(ttl_s, bool) or not ttl_s >= 2:
+        raise ValueError(f"a lease TTL must be at least 2 seconds, not {ttl_s!r}")
 
 
 def _is_int(value: object) -> bool:
@@ -284,13 +412,16 @@ class MetadataStore(Protocol):
     disk, or a quorum of etcd) before its Deferred fires with success.
     """
 
-    def create_topic(self, spec: TopicSpec, states: Mapping[int, PartitionState]) -> Deferred[None]:
+    def create_topic(
+        self, spec: TopicSpec, states: Mapping[int, PartitionState], fence: Fence | None = None
+    ) -> Deferred[None]:
         """Create a topic and the initial state of each of its partitions, all or nothing.
 
         The store assigns the states' versions. Watchers see ``TopicCreated(spec)``, then a
         ``PartitionStateChanged`` per partition in partition order.
 
         :raises InvalidTopic: (``ValueError``) ``validate_topic`` rejects the topic.
+        :raises Fenced: ``fence`` is given and no longer holds (checked before the name).
         :raises TopicExists: the name is taken.
         """
         ...
@@ -314,21 +445,28 @@ class MetadataStore(Protocol):
         ...
 
     def update_partition_state(
-        self, topic: str, partition: int, state: PartitionState, expected_version: int
+        self,
+        topic: str,
+        partition: int,
+        state: PartitionState,
+        expected_version: int,
+        fence: Fence | None = None,
     ) -> Deferred[PartitionState]:
         """Compare-and-swap one partition state: write ``state`` if the stored record still
-        has ``expected_version``, and fire with the state as stored, carrying its new version
-        (the ``version`` of ``state`` itself is ignored).
+        has ``expected_version`` (and ``fence``, if given, holds), and fire with the state as
+        stored, carrying its new version (the ``version`` of ``state`` itself is ignored).
 
+        :raises Fenced: ``fence`` no longer holds (checked before the topic and version).
         :raises UnknownTopic: there is no such topic or partition.
         :raises StaleVersion: the record's version is no longer ``expected_version``.
         """
         ...
 
     def watch(self, callback: Callable[[MetadataEvent], object]) -> Callable[[], None]:
-        """Call ``callback(event)`` for every change to topics and partition states made
-        through this store, after the change is durable, in the order of the changes; return
-        a function that unsubscribes (calling it again does nothing).
+        """Call ``callback(event)`` for every change to topics, partition states, broker
+        registrations and the controller made through this store, after the change is
+        durable, in the order of the changes; return a function that unsubscribes (calling it
+        again does nothing).
 
         An exception a callback raises is logged; it fails neither the write nor the other
         callbacks. A remote store delivers events on the reactor thread.
@@ -360,7 +498,39 @@ class MetadataStore(Protocol):
         """
         ...
 
+    def register_broker(self, info: BrokerInfo, ttl_s: float) -> Deferred[Registration]:
+        """Register broker ``info.broker_id`` (its ``broker_epoch`` is ignored) under a lease
+        of ``ttl_s`` seconds (>= 2) that the store keeps alive (etcd: a keepalive every
+        ``ttl_s / 3`` on a thread of its own), and fire with the ``Registration``. Its
+        ``broker_epoch`` is greater than that of every registration before it. Watchers see
+        ``BrokerRegistered`` (with the epoch), and ``BrokerLost`` when it ends.
+
+        :raises BrokerIdInUse: the id has a live registration.
+        :raises ValueError: ``ttl_s`` is below 2.
+        """
+        ...
+
+    def live_brokers(self) -> Deferred[dict[int, BrokerInfo]]:
+        """Every live registration's ``BrokerInfo`` (with its ``broker_epoch``), by id."""
+        ...
+
+    def campaign(self, registration: Registration) -> Deferred[int]:
+        """Become the controller: fire with the ``controller_epoch`` once ``registration``
+        holds the controller role (at once if it holds it already). While another broker
+        holds it, wait until its registration ends. The role ends with the registration.
+        Every controller epoch is greater than those before it. Watchers see
+        ``ControllerChanged``.
+
+        :raises Fenced: ``registration`` is lost or closed (also while waiting).
+        """
+        ...
+
+    def controller(self) -> Deferred[tuple[int, int] | None]:
+        """``(broker_id, controller_epoch)`` of the controller, None if there is none."""
+        ...
+
     def close(self) -> Deferred[None]:
-        """Release the store's resources and drop its watchers. Every later call fails with
+        """Close the registrations made through this store, release the store's resources and
+        drop its watchers. Every later call fails with
         ``MetadataStoreError``; closing again does nothing."""
         ...
