@@ -75,7 +75,7 @@ class TelemetryApi:
 
         def ok(body: Any) -> bytes:
             request.setHeader(b"content-type", b"application/json")
-            return _json(body)
+            return body if isinstance(body, bytes) else _json(body)
 
         def error(failure: Failure) -> bytes:
             if failure.check(ApiError):

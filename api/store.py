@@ -1,10 +1,10 @@
 """What the API reads: the ``TelemetryStore`` interface and its PostgreSQL implementation.
 
 ``TelemetryStore`` answers the checked queries of ``tmq.api.validation`` with the JSON bodies
-of DESIGN §7. Every method returns a Deferred; one that fails with
-``tmq.api.database.DatabaseUnavailable`` becomes a 503. Pages hold ``items``, ``total``,
-``limit`` and ``offset``; their orders are stable (``/gpus`` by uuid, samples by time then
-metric name, ``/latest`` by metric name, buckets by start).
+of DESIGN §7 (a dict, or the body already encoded). Every method returns a Deferred; one that
+fails with ``tmq.api.database.DatabaseUnavailable`` becomes a 503. Pages hold ``items``,
+``total``, ``limit`` and ``offset``; their orders are stable (``/gpus`` by uuid, samples by
+time then metric name, ``/latest`` by metric name, buckets by start).
 
 ``PostgresStore`` runs ``tmq.api.queries`` on a ``Database``. The unit tests' in-memory
 store is held to the same contract tests as this one.
@@ -22,7 +22,8 @@ from .validation import GpuListQuery, LatestQuery, MetricsQuery, TelemetryQuery
 
 __all__ = ["PostgresStore", "TelemetryStore"]
 
-Body = dict[str, Any]
+#: A JSON answer: a dict, or its encoding (a page whose items PostgreSQL built).
+Body = dict[str, Any] | bytes
 
 
 class TelemetryStore(Protocol):
@@ -68,12 +69,14 @@ class PostgresStore:
 
     def gpus(self, query: GpuListQuery) -> Deferred[Body]:
         statement = queries.gpus(query)
-        return self._database.query(*statement).addCallback(queries.gpu_page, query)
+        return self._database.query(*statement).addCallback(
+            queries.page_body, query.limit, query.offset
+        )
 
     def telemetry(self, query: TelemetryQuery, gpu: int) -> Deferred[Body]:
         statement = queries.telemetry(query, gpu)
         return self._database.query(*statement).addCallback(
-            queries.sample_page, query.limit, query.offset
+            queries.page_body, query.limit, query.offset
         )
 
     def metrics(self, query: MetricsQuery, gpu: int) -> Deferred[Body]:
@@ -82,7 +85,9 @@ class PostgresStore:
 
     def latest(self, query: LatestQuery, gpu: int) -> Deferred[Body]:
         statement = queries.latest(query, gpu)
-        return self._database.query(*statement).addCallback(queries.latest_page, query)
+        return self._database.query(*statement).addCallback(
+            queries.page_body, query.limit, query.offset, gpu_id=query.gpu_id
+        )
 
     def schema_version(self) -> Deferred[int]:
         return self._database.query(queries.READY).addCallback(lambda rows: rows[0][0] or 0)

@@ -4,14 +4,25 @@ Serves until SIGTERM or Ctrl-C. Once listening it prints ``tmq api: listening on
 http://HOST:PORT`` to stderr (with the real port when ``--listen`` asks for port 0). It starts
 whether or not PostgreSQL is up: the data routes and ``/readyz`` answer 503 until the database
 answers, and again whenever it goes away, without a restart.
+
+``--workers N``: the process binds the socket, then forks N - 1 workers before any reactor
+exists; every process accepts connections on the shared socket with its own reactor and
+database connections (one CPython process is the limit of one API otherwise). A worker dies
+with its parent (SIGTERM); the parent stops the workers when it stops, and stops (status 1)
+when a worker dies, so whatever supervises the API restarts it whole.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
+import socket
 import sys
 
 from .errors import CommandError
+from .processes import die_with_parent_hook
 
 __all__ = ["add_parser"]
 
@@ -53,6 +64,14 @@ def add_parser(commands) -> None:
         "(default %(default)s)",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        default=1,
+        help="processes serving the one socket, each with --pool-size connections "
+        "(default %(default)s; one per core is a good start)",
+    )
+    parser.add_argument(
         "--access-log",
         action="store_true",
         help="log every request to stderr (combined log format)",
@@ -71,8 +90,8 @@ def _run(args: argparse.Namespace) -> int:
     parser = args.api_parser
     if not args.dsn:
         parser.error("--dsn (or TMQ_DSN) is required")
-    if args.pool_size < 1 or args.statement_timeout_ms < 1:
-        parser.error("--pool-size and --statement-timeout-ms must be >= 1")
+    if args.pool_size < 1 or args.statement_timeout_ms < 1 or args.workers < 1:
+        parser.error("--pool-size, --statement-timeout-ms and --workers must be >= 1")
     host, port = _listen_address(parser, args.listen)
 
     from tmq.api.database import check_dsn
@@ -81,12 +100,48 @@ def _run(args: argparse.Namespace) -> int:
         check_dsn(args.dsn)
     except ValueError as error:
         parser.error(f"--dsn: {error}")
-    return _serve(args, host, port)
+    listener = _bind(args.listen, host, port)
+    address = listener.getsockname()
+    shown = f"[{address[0]}]" if listener.family == socket.AF_INET6 else address[0]
+    print(f"tmq api: listening on http://{shown}:{address[1]}", file=sys.stderr, flush=True)
+    workers = [_fork_worker(args, listener) for _ in range(args.workers - 1)]
+    return _serve(args, listener, workers)
 
 
-def _serve(args: argparse.Namespace, host: str, port: int) -> int:
-    from twisted.internet import reactor
-    from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+def _bind(text: str, host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(1024)
+    except OSError as error:
+        listener.close()
+        raise CommandError(f"cannot listen on {text}: {error}") from None
+    listener.setblocking(False)
+    return listener
+
+
+def _fork_worker(args: argparse.Namespace, listener: socket.socket) -> int:
+    """Fork a worker serving ``listener``; its pid. (No reactor exists yet in this process:
+    each worker makes its own.)"""
+    pid = os.fork()
+    if pid:
+        return pid
+    status = 1
+    try:
+        die_with_parent_hook(signal.SIGTERM)()
+        status = _serve(args, listener, [])
+    except CommandError as error:
+        print(f"tmq api: worker {os.getpid()}: {error}", file=sys.stderr, flush=True)
+    finally:
+        os._exit(status)
+
+
+def _serve(args: argparse.Namespace, listener: socket.socket, workers: list[int]) -> int:
+    """Serve ``listener`` until stopped; ``workers``: the pids of forked workers, which this
+    process stops with it (and stops with any of them)."""
+    from twisted.internet import reactor, task
     from twisted.logger import globalLogBeginner, textFileLogObserver
     from twisted.web.server import Site
 
@@ -101,25 +156,37 @@ def _serve(args: argparse.Namespace, host: str, port: int) -> int:
     site = Site(TelemetryApi(PostgresStore(database)).resource())
     if not args.access_log:
         site.log = lambda request: None
-    endpoint_type = TCP6ServerEndpoint if ":" in host else TCP4ServerEndpoint
-    endpoint = endpoint_type(reactor, port, interface=host)
     failures: list[str] = []
 
-    def listening(port_object) -> None:
-        address = port_object.getHost()
-        shown = f"[{address.host}]" if ":" in address.host else address.host
-        print(f"tmq api: listening on http://{shown}:{address.port}", file=sys.stderr, flush=True)
-
-    def failed(failure) -> None:
-        reason = getattr(failure.value, "socketError", None) or failure.getErrorMessage()
-        failures.append(f"cannot listen on {args.listen}: {reason}")
-        reactor.stop()
-
     def start() -> None:
-        database.start()
-        endpoint.listen(site).addCallbacks(listening, failed)
+        # Accept once the first connection attempts are done (connections wait in the
+        # socket's backlog meanwhile), so a healthy database never answers a 503 at start.
+        database.start().addCallback(
+            lambda _: reactor.adoptStreamPort(listener.fileno(), listener.family, site)
+        )
+
+    def check_workers() -> None:
+        for pid in list(workers):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                workers.remove(pid)
+                failures.append(f"worker {pid} stopped (wait status {status}); stopping all")
+                reactor.stop()
+
+    def stop_workers() -> None:
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        for pid in workers:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
 
     reactor.callWhenRunning(start)
+    if workers:
+        watch = task.LoopingCall(check_workers)
+        watch.clock = reactor
+        reactor.callWhenRunning(watch.start, 1.0, now=False)
+        reactor.addSystemEventTrigger("before", "shutdown", stop_workers)
     reactor.addSystemEventTrigger("before", "shutdown", database.close)
     reactor.run()
     if failures:

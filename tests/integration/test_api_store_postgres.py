@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -35,4 +36,6 @@ class PostgresStoreContractTests(TelemetryStoreContract):
         return PostgresStore(database)
 
     def run(self, call_store):
-        return self.reactor_thread.call(call_store)
+        """The store's answer as the API sends it, read back as JSON."""
+        answer = self.reactor_thread.call(call_store)
+        return json.loads(answer) if isinstance(answer, bytes) else answer
