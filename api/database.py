@@ -11,7 +11,8 @@ Contract of ``Database.query``: a Deferred firing with the rows, or failing with
 missing or the statement timed out (all of them a 503 for the API, and all of them pass by
 themselves); any other database error fails with psycopg2's own exception (a bug: a 500).
 ``start`` never fails: a database that is down at start is the same as one that goes down
-later. Connections use the UTC time zone and a server-side statement timeout.
+later. Connections use the UTC time zone, the ISO date style and a server-side statement
+timeout.
 """
 
 from __future__ import annotations
@@ -145,7 +146,10 @@ class Database:
 
     def __init__(self, reactor: Any, dsn: str, size: int = 4, statement_timeout_ms: int = 10_000):
         check_dsn(dsn)
-        options = f"-c TimeZone=UTC -c statement_timeout={int(statement_timeout_ms)}"
+        # The ISO date style is what the page statements' time text relies on.
+        options = (
+            f"-c TimeZone=UTC -c DateStyle=ISO -c statement_timeout={int(statement_timeout_ms)}"
+        )
         self._pool = _Pool(reactor, dsn, size, options)
         self._started = False
 
