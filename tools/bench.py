@@ -48,7 +48,7 @@ from tmq.protocol.records import (
     read_batch_header,
 )
 
-from . import bench_clients, bench_e2e, bench_log, bench_sink
+from . import bench_api, bench_clients, bench_e2e, bench_log, bench_sink
 
 __all__ = ["add_parser", "run_codec_bench"]
 
@@ -125,6 +125,7 @@ def add_parser(commands) -> None:
     bench_clients.add_parsers(kinds)
     bench_sink.add_parser(kinds)
     bench_e2e.add_parser(kinds)
+    bench_api.add_parser(kinds)
 
 
 def _run_codec(args: argparse.Namespace) -> int:
