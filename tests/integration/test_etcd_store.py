@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -79,6 +80,8 @@ class EtcdProcess:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            # outside the repo: there ./tmq would shadow the installed tmq (no tmq.tools)
+            cwd=tempfile.gettempdir(),
         )
         said = self.process.stdout.readline().strip()
         if not said.isdigit():
