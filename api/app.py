@@ -38,7 +38,6 @@ from .validation import (
     GpuListQuery,
     LatestQuery,
     MetricsQuery,
-    Operation,
     TelemetryQuery,
     parse_query,
 )
@@ -93,9 +92,6 @@ class TelemetryApi:
 
         return maybeDeferred(work).addCallbacks(ok, error)
 
-    def _parse(self, request, operation: Operation, gpu_id: str | None = None):
-        return parse_query(operation, request.args, gpu_id)
-
     @inlineCallbacks
     def _gpu(self, gpu_id: str):
         """``gpus.id`` of ``gpu_id``, or a 404."""
@@ -110,7 +106,7 @@ class TelemetryApi:
     def gpus(self, request):
         @inlineCallbacks
         def work():
-            query: GpuListQuery = self._parse(request, GPUS)
+            query: GpuListQuery = parse_query(GPUS, request.args, None)
             return (yield self._store.gpus(query))
 
         return self._answer(request, work)
@@ -119,7 +115,7 @@ class TelemetryApi:
     def telemetry(self, request, gpu_id: str):
         @inlineCallbacks
         def work():
-            query: TelemetryQuery = self._parse(request, GPU_TELEMETRY, gpu_id)
+            query: TelemetryQuery = parse_query(GPU_TELEMETRY, request.args, gpu_id)
             gpu = yield self._gpu(query.gpu_id)
             return (yield self._store.telemetry(query, gpu))
 
@@ -129,7 +125,7 @@ class TelemetryApi:
     def metrics(self, request, gpu_id: str):
         @inlineCallbacks
         def work():
-            query: MetricsQuery = self._parse(request, GPU_METRICS, gpu_id)
+            query: MetricsQuery = parse_query(GPU_METRICS, request.args, gpu_id)
             gpu = yield self._gpu(query.gpu_id)
             return (yield self._store.metrics(query, gpu))
 
@@ -139,7 +135,7 @@ class TelemetryApi:
     def latest(self, request, gpu_id: str):
         @inlineCallbacks
         def work():
-            query: LatestQuery = self._parse(request, GPU_LATEST, gpu_id)
+            query: LatestQuery = parse_query(GPU_LATEST, request.args, gpu_id)
             gpu = yield self._gpu(query.gpu_id)
             return (yield self._store.latest(query, gpu))
 

@@ -8,11 +8,11 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 from api_helpers import ApiProcess, load_csv
+from pipeline_helpers import wait_for
 
 from tmq.telemetry.csv_source import real_capture_path
 
@@ -20,13 +20,6 @@ from tmq.telemetry.csv_source import real_capture_path
 def children(pid: int) -> list[int]:
     found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
     return [int(child) for child in found.stdout.split()]
-
-
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} within {timeout} s"
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +36,7 @@ class WorkersTests:
         the parent stops all three with status 0."""
         api = ApiProcess(loaded_dsn, Path(tempfile.mkdtemp()), "--workers", "3")
         try:
-            wait_until(lambda: len(children(api.process.pid)) == 2, 10, "two workers")
+            wait_for(lambda: len(children(api.process.pid)) == 2, 10, "two workers")
             workers = children(api.process.pid)
             statuses = [api.get("/api/v1/gpus?limit=1") for _ in range(40)]
             assert all(status == 200 and body["total"] == 247 for status, body in statuses)
@@ -58,12 +51,12 @@ class WorkersTests:
         saying which worker stopped."""
         api = ApiProcess(loaded_dsn, Path(tempfile.mkdtemp()), "--workers", "3")
         try:
-            wait_until(lambda: len(children(api.process.pid)) == 2, 10, "two workers")
+            wait_for(lambda: len(children(api.process.pid)) == 2, 10, "two workers")
             first, second = children(api.process.pid)
             os.kill(first, signal.SIGKILL)
             assert api.process.wait(15) == 1
             assert f"worker {first} stopped" in api.log_path.read_text()
-            wait_until(lambda: not os.path.exists(f"/proc/{second}"), 10, "the other worker gone")
+            wait_for(lambda: not os.path.exists(f"/proc/{second}"), 10, "the other worker gone")
         finally:
             api.stop()
 

@@ -171,34 +171,23 @@ def test_fetch_fast_encode_passes_records_through():
     assert FetchResponse.parse(b"".join(chunks), 11).responses[0].partitions[0].records == records
 
 
-@pytest.mark.parametrize("version", PRODUCE_VERSIONS)
+@pytest.mark.parametrize(
+    ("message", "decode", "version"),
+    [
+        *[(ProduceResponse, decode_produce_response, v) for v in PRODUCE_VERSIONS],
+        *[(FetchResponse, decode_fetch_response, v) for v in FETCH_VERSIONS],
+    ],
+    ids=lambda value: getattr(value, "name", getattr(value, "__name__", str(value))),
+)
 @settings(max_examples=60, deadline=None)
 @given(data=st.data())
-def test_produce_response_fast_decode_equals_declaration(version, data):
-    """decode_produce_response returns what ProduceResponse.parse returns, valid or not."""
-    value = data.draw(message_values(ProduceResponse, version))
-    body = ProduceResponse.build(value, version)
-    assert decode_produce_response(body, version) == ProduceResponse.parse(body, version)
-    _agree(
-        lambda b: ProduceResponse.parse(b, version),
-        lambda b: decode_produce_response(b, version),
-        _mangled(data, body),
-    )
-
-
-@pytest.mark.parametrize("version", FETCH_VERSIONS)
-@settings(max_examples=60, deadline=None)
-@given(data=st.data())
-def test_fetch_fast_decode_equals_declaration(version, data):
-    """decode_fetch_response returns what FetchResponse.parse returns, valid or not."""
-    value = data.draw(message_values(FetchResponse, version))
-    body = FetchResponse.build(value, version)
-    assert decode_fetch_response(body, version) == FetchResponse.parse(body, version)
-    _agree(
-        lambda b: FetchResponse.parse(b, version),
-        lambda b: decode_fetch_response(b, version),
-        _mangled(data, body),
-    )
+def test_response_fast_decode_equals_declaration(message, decode, version, data):
+    """decode_produce_response and decode_fetch_response return what their declaration's
+    parse returns, valid input or not."""
+    value = data.draw(message_values(message, version))
+    body = message.build(value, version)
+    assert decode(body, version) == message.parse(body, version)
+    _agree(lambda b: message.parse(b, version), lambda b: decode(b, version), _mangled(data, body))
 
 
 def test_fetch_fast_decode_does_not_copy_records():

@@ -5,32 +5,21 @@ itself is an integration test (tests/integration/test_bench_api_run.py)."""
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import itertools
 from datetime import timedelta
 
 import pytest
+from cli_helpers import run_main
 
 from tmq.api import validation
 from tmq.telemetry.gen import REAL_METRICS
 from tmq.tools import bench_api
-from tmq.tools.cli import build_parser, main
+from tmq.tools.cli import build_parser
 from tmq.tools.errors import CommandError
 
 
 def _args(*argv: str) -> argparse.Namespace:
     return build_parser().parse_args(["bench", "api", *argv])
-
-
-def _main(*argv: str) -> tuple[int, str]:
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            status = main(list(argv))
-        except SystemExit as exit_:
-            status = exit_.code
-    return status, err.getvalue()
 
 
 def _parsed(operation, request: bench_api.HttpRequest):
@@ -274,7 +263,7 @@ class ArgumentTests:
     def test_bad_values_are_usage_errors_before_anything_starts(self):
         """On the command line a bad value exits with status 2 and the reason, before any
         server is started."""
-        status, err = _main("bench", "api", "--gpus", "0", "--duration", "1")
+        status, err = run_main("bench", "api", "--gpus", "0", "--duration", "1")
         assert status == 2
         assert "--gpus must be from 1" in err
 

@@ -3,25 +3,14 @@ check, the summary, usage errors). The end-to-end runs are integration tests."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import sys
 
 import msgpack
 import pytest
+from cli_helpers import run_main
 
 from tmq.tools import bench_clients
 from tmq.tools.cli import main
-
-
-def _main(*argv: str) -> tuple[int, str]:
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            status = main(list(argv))
-        except SystemExit as exit_:
-            status = exit_.code
-    return status, err.getvalue()
 
 
 class SampleValuesTests:
@@ -100,13 +89,13 @@ class UsageTests:
         ],
     )
     def test_bad_values_are_usage_errors(self, argv):
-        status, err = _main("bench", "produce", *argv)
+        status, err = run_main("bench", "produce", *argv)
         assert status == 2
         assert "error" in err
 
     def test_missing_confluent_client_names_the_package(self, monkeypatch, tmp_path):
         monkeypatch.setitem(sys.modules, "confluent_kafka", None)
-        status, err = _main("bench", "consume", "--client", "confluent", "--dir", str(tmp_path))
+        status, err = run_main("bench", "consume", "--client", "confluent", "--dir", str(tmp_path))
         assert status == 1
         assert "pip install confluent-kafka" in err
         assert list(tmp_path.iterdir()) == []
