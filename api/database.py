@@ -22,7 +22,7 @@ from typing import Any
 
 import psycopg2
 import psycopg2.errors
-from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, fail, succeed
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.python.failure import Failure
 from txpostgres.reconnection import ConnectionDead, DeadConnectionDetector
@@ -157,7 +157,7 @@ class Database:
         """Connect every connection; one that cannot connect keeps trying in the background.
         Fires once each has connected or failed its first attempt."""
         attempts = []
-        for connection in self._pool.connections:
+        for connection in self._pool.every:
             attempt = connection.connect(*self._pool.connargs, **self._pool.connkw)
             attempt.addErrback(self._first_attempt_failed, connection)
             attempts.append(attempt)
@@ -189,7 +189,7 @@ class Database:
     def query(self, sql: str, params: dict[str, Any] | None = None) -> Deferred[list[tuple]]:
         """The rows of one statement, or ``DatabaseUnavailable`` (see the module)."""
         if not self.available:
-            return _unavailable(self.unavailable_reason())
+            return fail(DatabaseUnavailable(self.unavailable_reason()))
         return self._pool.runQuery(sql, params).addErrback(self._translate)
 
     def _translate(self, failure: Failure):
@@ -215,9 +215,3 @@ class _Closed:
 
     def connect(self, *args, **kwargs) -> Deferred[None]:
         return succeed(None)
-
-
-def _unavailable(reason: str) -> Deferred:
-    failed: Deferred = Deferred()
-    failed.errback(DatabaseUnavailable(reason))
-    return failed
