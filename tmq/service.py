@@ -1,10 +1,11 @@
 """The service tree of a broker process (what ``tmq broker`` and ``twistd tmq-broker`` run).
 
-``BrokerService.startService`` opens the metadata store and the logs (recovering them after an
-unclean shutdown), starts leading the partitions, then listens. Nothing is opened in the
-constructor: twistd may fork between building and starting the service.
-``stopService`` stops accepting connections, then shuts the logs down cleanly (flush,
-checkpoints, clean-shutdown marker).
+``BrokerService.startService`` opens the metadata store (the local one, or etcd: its gRPC
+channel is made here, never before twistd forks) and the logs (recovering them after an
+unclean shutdown), listens, then registers the broker and takes up its partition roles.
+Nothing is opened in the constructor: twistd may fork between building and starting the
+service. ``stopService`` stops accepting connections, finishes in-flight requests, ends the
+registration, then shuts the logs down cleanly (flush, checkpoints, clean-shutdown marker).
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ from twisted.logger import Logger
 from tmq.broker.broker import Broker
 from tmq.broker.config import BrokerConfig
 from tmq.broker.handlers import build_dispatcher
+from tmq.broker.replica_fetcher import ReplicaFetchers
+from tmq.broker.replica_session import ReplicaSession
 from tmq.broker.server import BrokerFactory
+from tmq.cluster.etcd_store import EtcdMetadataStore
 from tmq.cluster.local_store import LocalMetadataStore
 from tmq.cluster.store import MetadataStoreError
 from tmq.storage.files import FileSystem, OsFileSystem
@@ -37,6 +41,8 @@ METADATA_DIR = "__tmq_metadata"
 LOCK_FILE = ".lock"
 #: How long a graceful shutdown waits for in-flight requests.
 _DRAIN_TIMEOUT_S = 10.0
+#: How long a follower's connection attempt to its leader may take.
+_CONNECT_TIMEOUT_S = 5
 
 
 class BrokerService(Service):
@@ -89,7 +95,12 @@ class BrokerService(Service):
         for data_dir in data_dirs:
             self.fs.makedirs(data_dir)
             self._locks.append(_lock_data_dir(data_dir))
-        store = LocalMetadataStore.open(self.fs, posixpath.join(data_dirs[0], METADATA_DIR))
+        if config.etcd_endpoints:
+            store = yield EtcdMetadataStore(
+                self.reactor, config.etcd_endpoints, config.cluster_id
+            ).open()
+        else:
+            store = LocalMetadataStore.open(self.fs, posixpath.join(data_dirs[0], METADATA_DIR))
         logs = LogManager(
             self.fs,
             data_dirs,
@@ -97,19 +108,28 @@ class BrokerService(Service):
             lambda: int(self.reactor.seconds() * 1000),
         )
         broker = Broker(config, self.reactor, logs, store)
+        broker.fetchers = ReplicaFetchers(
+            broker,
+            lambda host, port, factory: self.reactor.connectTCP(
+                host, port, factory, timeout=_CONNECT_TIMEOUT_S
+            ),
+        )
         yield broker.start()
         self.broker = broker
         self.factory = factory = BrokerFactory(
             build_dispatcher(broker),
             max_frame_bytes=config.max_frame_bytes,
             max_in_flight=config.max_in_flight_requests,
+            open_replication=lambda write, disconnect: ReplicaSession(broker, write, disconnect),
         )
         self.port = self.reactor.listenTCP(
             config.listen_port, factory, interface=config.listen_host
         )
         broker.advertised_port = config.advertised_port or self.port.getHost().port
+        yield broker.join()
         self._every(config.retention_check_interval_ms, logs.apply_retention)
         self._every(config.checkpoint_interval_ms, logs.checkpoint_recovery_points)
+        self._every(config.checkpoint_interval_ms, broker.checkpoint_high_watermarks)
         _log.info(
             "broker {id} listening on {host}:{port} (advertised {advertised}:{aport}), "
             "{count} partitions",
@@ -140,8 +160,9 @@ class BrokerService(Service):
         if self.broker is not None:
             # finish in-flight requests: delayed fetches now, produces once durable
             self.broker.purgatory.complete_all()
-            yield self.factory.drain(self.reactor, _DRAIN_TIMEOUT_S)
-            self.broker.stop()
+            if self.factory is not None:
+                yield self.factory.drain(self.reactor, _DRAIN_TIMEOUT_S)
+            yield self.broker.stop()
             yield self.broker.store.close()
             _log.info("broker {id} stopped cleanly", id=self.config.broker_id)
         for fd in self._locks:

@@ -48,7 +48,8 @@ class Options(usage.Options):
             "metadata",
             None,
             "local",
-            "where cluster metadata lives: 'local' (files in the first data directory)",
+            "where cluster metadata lives: 'local' (files in the first data directory; one "
+            "broker) or etcd://HOST:PORT[,HOST:PORT...] (a cluster)",
         ],
         [
             "advertise",
@@ -91,12 +92,23 @@ class Options(usage.Options):
             self["data-dirs"] = [self["data-dir"]]
         if not self["data-dirs"]:
             raise usage.UsageError("--data-dir is required")
-        if self["metadata"] != "local":
-            raise usage.UsageError(
-                f"--metadata {self['metadata']!r}: this version supports only 'local' "
-                "(the etcd store comes with clustering)"
-            )
         self["config"] = config_from_options(self)
+
+
+def _etcd_endpoints(text: str) -> tuple[tuple[str, int], ...]:
+    """``local`` -> (); ``etcd://h:p[,h:p...]`` -> the endpoints."""
+    if text == "local":
+        return ()
+    scheme, sep, rest = text.partition("://")
+    if scheme != "etcd" or not sep or not rest:
+        raise usage.UsageError(
+            f"--metadata takes 'local' or etcd://HOST:PORT[,HOST:PORT...], not {text!r}"
+        )
+    endpoints = []
+    for item in rest.split(","):
+        host, port = _host_port(item, "metadata")
+        endpoints.append((host, port))
+    return tuple(endpoints)
 
 
 def _broker_id(text: str) -> int:
@@ -132,6 +144,7 @@ def config_from_options(options: Options) -> BrokerConfig:
         data_dirs=tuple(options["data-dirs"]),
         cluster_id=options["cluster-id"],
         rack=options["rack"],
+        etcd_endpoints=_etcd_endpoints(options["metadata"]),
     )
     try:
         return config.with_properties(options["set"])

@@ -81,6 +81,7 @@ def make_broker():
         )
         broker = Broker(config, clock, logs, store)
         fired(broker.start())
+        fired(broker.join())
         brokers.append(broker)
         return broker
 

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from twisted.internet import defer
 
-from tmq.cluster.store import CommittedOffset, TopicExists, UnknownTopic
+from tmq.cluster.store import (
+    BrokerInfo,
+    CommittedOffset,
+    Fenced,
+    TopicExists,
+    UnknownTopic,
+)
 from tmq.protocol.errors import ErrorCode
 from tmq.protocol.headers import RequestHeader
 
@@ -40,10 +46,13 @@ def api_versions(dispatcher: Dispatcher, header: RequestHeader, request: dict) -
 
 
 def metadata(broker: Broker, header: RequestHeader, request: dict) -> dict:
-    """Brokers (this one), the controller (this one) and the topics asked for.
+    """The live brokers, the controller and the topics asked for, from this broker's view of
+    the store: each partition's leader (-1 and LEADER_NOT_AVAILABLE while offline), leader
+    epoch, replicas, ISR and the replicas whose broker is down.
 
     v0: an empty list means all topics; v1+: null means all. Unknown topics are created when
-    auto-creation is on (answered LEADER_NOT_AVAILABLE until they exist).
+    auto-creation is on and this broker is the controller (answered LEADER_NOT_AVAILABLE
+    until they exist).
     """
     version = header.api_version
     asked = request["topics"]
@@ -52,6 +61,7 @@ def metadata(broker: Broker, header: RequestHeader, request: dict) -> dict:
     else:
         names = [topic["name"] for topic in asked]
     allow_create = request["allow_auto_topic_creation"]
+    live = _live_brokers(broker)
     topics = []
     for name in names:
         spec = broker.topics.get(name)
@@ -63,43 +73,41 @@ def metadata(broker: Broker, header: RequestHeader, request: dict) -> dict:
             continue
         partitions = []
         for index in range(spec.partitions):
-            partition = broker.partitions.get((name, index))
-            if partition is None:
-                partitions.append(
-                    {
-                        "error_code": ErrorCode.LEADER_NOT_AVAILABLE,
-                        "partition_index": index,
-                        "leader_id": -1,
-                        "replica_nodes": list(spec.assignment[index]),
-                        "isr_nodes": [],
-                    }
-                )
-                continue
+            replicas = list(spec.assignment[index])
+            state = broker.states.get((name, index))
+            leader = state.leader if state is not None else -1
             partitions.append(
                 {
-                    "error_code": ErrorCode.NONE,
+                    "error_code": ErrorCode.NONE if leader >= 0 else ErrorCode.LEADER_NOT_AVAILABLE,
                     "partition_index": index,
-                    "leader_id": broker.config.broker_id,
-                    "leader_epoch": partition.leader_epoch,
-                    "replica_nodes": list(spec.assignment[index]),
-                    "isr_nodes": [broker.config.broker_id],
+                    "leader_id": leader,
+                    "leader_epoch": state.leader_epoch if state is not None else -1,
+                    "replica_nodes": replicas,
+                    "isr_nodes": list(state.isr) if state is not None else [],
+                    "offline_replicas": [r for r in replicas if r not in live],
                 }
             )
         topics.append({"error_code": ErrorCode.NONE, "name": name, "partitions": partitions})
-    config = broker.config
     return {
         "brokers": [
-            {
-                "node_id": config.broker_id,
-                "host": config.advertised_host,
-                "port": broker.advertised_port,
-                "rack": config.rack,
-            }
+            {"node_id": info.broker_id, "host": info.host, "port": info.port, "rack": info.rack}
+            for info in live.values()
         ],
-        "cluster_id": config.cluster_id,
-        "controller_id": config.broker_id,
+        "cluster_id": broker.config.cluster_id,
+        "controller_id": broker.controller_id,
         "topics": topics,
     }
+
+
+def _live_brokers(broker: Broker) -> dict[int, BrokerInfo]:
+    """The live brokers by id, this one included even before its registration is seen."""
+    config = broker.config
+    live = dict(broker.live)
+    live.setdefault(
+        config.broker_id,
+        BrokerInfo(config.broker_id, config.advertised_host, broker.advertised_port, config.rack),
+    )
+    return dict(sorted(live.items()))
 
 
 def create_topics(broker: Broker, header: RequestHeader, request: dict):
@@ -139,6 +147,8 @@ def create_topics(broker: Broker, header: RequestHeader, request: dict):
 def _topic_failed(failure, result: dict) -> None:
     if failure.check(TopicExists):
         result.update(error_code=ErrorCode.TOPIC_ALREADY_EXISTS)
+    elif failure.check(Fenced):
+        result.update(error_code=ErrorCode.NOT_CONTROLLER)
     elif failure.check(UnknownTopic):
         result.update(error_code=ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
     else:

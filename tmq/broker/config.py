@@ -2,7 +2,9 @@
 
 ``BrokerConfig.from_properties`` applies ``--set KEY=VALUE`` pairs: broker keys
 (``auto.create.topics.enable``, ``num.partitions``, ``default.replication.factor``,
-``min.insync.replicas``, ``socket.request.max.bytes``, ...) and the log keys of
+``min.insync.replicas``, ``socket.request.max.bytes``, ``broker.session.timeout.ms`` (the
+registration lease), ``replica.lag.time.max.ms``, ``replica.window.bytes`` (tmq's stream
+window), ...) and the log keys of
 ``tmq.storage.config.LogConfig`` (``segment.bytes``, ``retention.ms``, ``flush.policy``, ...),
 which become the defaults of every topic (a topic's own configs override them).
 """
@@ -35,6 +37,8 @@ class BrokerConfig:
     data_dirs: tuple[str, ...] = ()
     cluster_id: str = "tmq"
     rack: str | None = None
+    #: etcd endpoints of the cluster metadata; empty: the local store in the first data dir.
+    etcd_endpoints: tuple[tuple[str, int], ...] = ()
     log: LogConfig = dataclasses.field(default_factory=LogConfig)
     auto_create_topics: bool = True
     num_partitions: int = 1
@@ -46,6 +50,12 @@ class BrokerConfig:
     retention_check_interval_ms: int = 300_000
     checkpoint_interval_ms: int = 60_000
     offset_metadata_max_bytes: int = 4096
+    #: The TTL of the broker's registration lease (kept alive every third of it).
+    session_timeout_ms: int = 6000
+    #: A follower not caught up for this long leaves the ISR.
+    replica_lag_time_max_ms: int = 10_000
+    #: Bytes of pushed batches a follower accepts unacknowledged (its stream window).
+    replica_window_bytes: int = 8 * 1024 * 1024
 
     #: Kafka key -> (field, parser, smallest value).
     BROKER_KEYS = {
@@ -58,6 +68,9 @@ class BrokerConfig:
         "log.retention.check.interval.ms": ("retention_check_interval_ms", "int", 1),
         "log.flush.offset.checkpoint.interval.ms": ("checkpoint_interval_ms", "int", 1),
         "offset.metadata.max.bytes": ("offset_metadata_max_bytes", "int", 0),
+        "broker.session.timeout.ms": ("session_timeout_ms", "int", 2000),
+        "replica.lag.time.max.ms": ("replica_lag_time_max_ms", "int", 1),
+        "replica.window.bytes": ("replica_window_bytes", "int", 1),
     }
 
     def with_properties(self, properties: dict[str, str]) -> BrokerConfig:

@@ -49,8 +49,13 @@ def produce(broker: Broker, header: RequestHeader, request: dict):
     """Append each partition's batch; answer after the durability the acks ask for.
 
     acks=0: no response, and a failed append closes the connection (the producer then
-    refreshes its metadata). acks=1 and -1: the leader's append, fsynced first under
-    ``flush.policy=always``.
+    refreshes its metadata). acks=1: after the leader's append, fsynced first under
+    ``flush.policy=always``. acks=-1 (all): refused with NOT_ENOUGH_REPLICAS while the ISR is
+    below ``min.insync.replicas`` (nothing is written); otherwise answered once the high
+    watermark passes the batch (and the leader's copy is durable): NONE, or
+    NOT_ENOUGH_REPLICAS_AFTER_APPEND when the ISR shrank below min.insync meanwhile,
+    NOT_LEADER_OR_FOLLOWER when this broker stopped leading, REQUEST_TIMED_OUT after
+    ``timeout_ms`` (written, not known to be committed).
     """
     version = header.api_version
     acks = request["acks"]
@@ -63,6 +68,7 @@ def produce(broker: Broker, header: RequestHeader, request: dict):
         return _produce_response(request, lambda *_: refused)
     outcomes: dict[tuple[str, int], AppendOutcome] = {}
     waits = []
+    replicated = []
     for topic in request["topic_data"]:
         name = topic["name"]
         for data in topic["partition_data"]:
@@ -71,15 +77,26 @@ def produce(broker: Broker, header: RequestHeader, request: dict):
             if partition is None:
                 if name not in broker.topics:
                     broker.maybe_auto_create(name)
-                outcomes[key] = AppendOutcome(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+                outcomes[key] = AppendOutcome(broker.not_led_error(*key))
                 continue
             if data["records"] is None:
                 outcomes[key] = AppendOutcome(ErrorCode.INVALID_RECORD, message="null records")
                 continue
+            if acks == -1 and not partition.replication.enough_replicas:
+                outcomes[key] = AppendOutcome(
+                    ErrorCode.NOT_ENOUGH_REPLICAS,
+                    message=f"in-sync replicas {list(partition.isr)}, "
+                    f"min.insync.replicas {partition.replication.min_insync}",
+                )
+                continue
             outcome = partition.append(data["records"])
             outcomes[key] = outcome
-            if acks != 0 and outcome.error == ErrorCode.NONE and _waits_for_fsync(partition):
+            if acks == 0 or outcome.error != ErrorCode.NONE:
+                continue
+            if _waits_for_fsync(partition):
                 waits.append((key, partition.log.durable(outcome.last_offset)))
+            if acks == -1:
+                replicated.append((key, partition, outcome))
     if acks == 0:
         if any(o.error != ErrorCode.NONE for o in outcomes.values()):
             raise RequestRefused("acks=0 produce failed: closing so the producer refreshes")
@@ -93,7 +110,7 @@ def produce(broker: Broker, header: RequestHeader, request: dict):
             broker,
         )
 
-    if not waits:
+    if not waits and not replicated:
         return respond()
     durable = [_deferred_from_future(broker.clock, future) for _, future in waits]
 
@@ -102,7 +119,37 @@ def produce(broker: Broker, header: RequestHeader, request: dict):
 
     for (key, _), wait in zip(waits, durable, strict=True):
         wait.addErrback(storage_failed, key)
+    timeout_s = max(request["timeout_ms"], 0) / 1000
+    for key, partition, outcome in replicated:
+        durable.append(_committed(broker, key, partition, outcome, timeout_s, outcomes))
     return defer.gatherResults(durable).addCallback(respond)
+
+
+def _committed(broker: Broker, key, partition: Partition, outcome: AppendOutcome,
+               timeout_s: float, outcomes: dict) -> defer.Deferred:  # fmt: skip
+    """Wait until the high watermark passes ``outcome`` (acks=all), then set its result."""
+
+    def check() -> bool:
+        return broker.partitions.get(key) is not partition or (
+            partition.high_watermark > outcome.last_offset
+        )
+
+    def complete() -> None:
+        if broker.partitions.get(key) is not partition or not partition.lease_valid():
+            error = ErrorCode.NOT_LEADER_OR_FOLLOWER
+        elif partition.high_watermark <= outcome.last_offset:
+            error = ErrorCode.REQUEST_TIMED_OUT
+        elif len(partition.isr) < partition.replication.min_insync:
+            error = ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND
+        else:
+            return
+        if outcomes[key].error == ErrorCode.NONE:
+            outcomes[key] = AppendOutcome(error, message="written, not known to be committed")
+
+    if check():
+        complete()
+        return defer.succeed(None)
+    return broker.purgatory.delay([key], check, complete, timeout_s)
 
 
 def _waits_for_fsync(partition: Partition) -> bool:
@@ -223,7 +270,7 @@ def _fetch_partition(broker: Broker, name: str, wanted: dict, budget: int, first
     entry = {"partition_index": index, "error_code": ErrorCode.NONE, "high_watermark": -1}
     partition = broker.partitions.get((name, index))
     if partition is None:
-        entry["error_code"] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+        entry["error_code"] = broker.not_led_error(name, index)
         return entry, None
     error = partition.check_epoch(wanted["current_leader_epoch"])
     high_watermark = partition.high_watermark
@@ -276,7 +323,7 @@ def _list_offset(broker: Broker, name: str, wanted: dict) -> dict:
     entry = {"partition_index": index, "error_code": ErrorCode.NONE}
     partition = broker.partitions.get((name, index))
     if partition is None:
-        entry["error_code"] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+        entry["error_code"] = broker.not_led_error(name, index)
         return entry
     error = partition.check_epoch(wanted["current_leader_epoch"])
     if error != ErrorCode.NONE:
@@ -318,7 +365,7 @@ def offset_for_leader_epoch(broker: Broker, header: RequestHeader, request: dict
             entry = {"partition": index, "error_code": ErrorCode.NONE}
             partition = broker.partitions.get((name, index))
             if partition is None:
-                entry["error_code"] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+                entry["error_code"] = broker.not_led_error(name, index)
             elif (error := partition.check_epoch(wanted["current_leader_epoch"])) != 0:
                 entry["error_code"] = error
             else:

@@ -10,6 +10,11 @@ protocol stops reading from the socket; it resumes when both clear.
 
 Bad input never takes the broker down: an oversized or malformed frame, an unknown API or an
 unsupported version closes this connection (as Kafka does), logged once.
+
+Replication: a connection whose *first* request is a ReplicaSubscribe (key 1000) is a follower
+broker's stream; from then on every frame goes to its ``ReplicaSession`` (made by
+``open_replication``), and client APIs are refused on it. A replication API on any other
+connection closes it.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tmq.protocol.apis import INTERNAL_API_BY_KEY, InternalApiKey
 from tmq.protocol.errors import ProtocolError
 from tmq.protocol.framing import FrameDecoder, encode_frame
 from tmq.protocol.headers import encode_response_header, read_request_header
@@ -45,8 +51,18 @@ class BrokerProtocol(Protocol):
     :param max_in_flight: pending responses at which reading stops.
     """
 
-    def __init__(self, dispatcher: Dispatcher, *, max_frame_bytes: int, max_in_flight: int):
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        *,
+        max_frame_bytes: int,
+        max_in_flight: int,
+        open_replication=None,
+    ):
         self._dispatcher = dispatcher
+        self._open_replication = open_replication
+        self._session = None
+        self._requests = 0
         self._decoder = FrameDecoder(max_frame_bytes)
         self._max_in_flight = max_in_flight
         self._pending: deque[list] = deque()  # [header, response or Deferred, done flag]
@@ -83,6 +99,8 @@ class BrokerProtocol(Protocol):
         if factory is not None:
             factory.connections.discard(self)
         self._closed = True
+        if self._session is not None:
+            self._session.connection_lost()
         for entry in self._pending:
             if isinstance(entry[1], defer.Deferred):
                 entry[1].cancel()
@@ -114,6 +132,10 @@ class BrokerProtocol(Protocol):
         except ProtocolError as error:
             self._refuse(f"bad request header: {error}")
             return
+        self._requests += 1
+        if header.api_key in INTERNAL_API_BY_KEY or self._session is not None:
+            self._replication_frame(header, memoryview(frame)[offset:])
+            return
         try:
             response = self._dispatcher.dispatch(header, memoryview(frame)[offset:])
         except RequestRefused as error:
@@ -127,6 +149,24 @@ class BrokerProtocol(Protocol):
             response.addBoth(self._completed, entry)
         self._flush_ready()
         self._update_reading()
+
+    def _replication_frame(self, header, body: memoryview) -> None:
+        if self._session is None:
+            if (
+                header.api_key != InternalApiKey.REPLICA_SUBSCRIBE
+                or self._requests != 1
+                or self._open_replication is None
+            ):
+                self._refuse(f"replication API {header.api_key} on a client connection")
+                return
+            self._session = self._open_replication(
+                lambda chunks: self.transport.writeSequence(encode_frame(*chunks)),
+                self.transport.loseConnection,
+            )
+        try:
+            self._session.frame(header, body)
+        except RequestRefused as error:
+            self._refuse(str(error))
 
     def _completed(self, result, entry: list) -> None:
         if isinstance(result, Failure):
@@ -178,10 +218,22 @@ class BrokerProtocol(Protocol):
 
 
 class BrokerFactory(Factory):
-    """Builds a ``BrokerProtocol`` per connection, all sharing one dispatcher."""
+    """Builds a ``BrokerProtocol`` per connection, all sharing one dispatcher.
 
-    def __init__(self, dispatcher: Dispatcher, *, max_frame_bytes: int, max_in_flight: int):
+    :param open_replication: ``(write, disconnect) -> session`` for replication connections
+        (``None``: refuse them).
+    """
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        *,
+        max_frame_bytes: int,
+        max_in_flight: int,
+        open_replication=None,
+    ):
         self.dispatcher = dispatcher
+        self.open_replication = open_replication
         self.max_frame_bytes = max_frame_bytes
         self.max_in_flight = max_in_flight
         self.connections: set[BrokerProtocol] = set()
@@ -209,6 +261,7 @@ class BrokerFactory(Factory):
             self.dispatcher,
             max_frame_bytes=self.max_frame_bytes,
             max_in_flight=self.max_in_flight,
+            open_replication=self.open_replication,
         )
         protocol.factory = self
         return protocol

@@ -21,7 +21,12 @@ factor ``f``, each partition therefore spans ``min(r, f)`` racks.
   returning member can lead again) — unless the topic allows unclean election
   (``unclean.leader.election.enable=true``): then the first live replica leads with ISR
   ``[leader]``;
-* an offline partition whose ISR member returns gets it as leader (epoch + 1).
+* an offline partition whose ISR member returns gets it as leader (epoch + 1);
+* a live leader that registered again after its leadership was written (the state's
+  ``version`` is below the leader's ``broker_epoch``: both come from the store's one revision
+  counter) leads again under epoch + 1 (``refresh_restarted``). One epoch is one history: a
+  broker that restarted may have lost an unflushed tail, and must not append at offsets its
+  followers hold under the same epoch.
 
 The ISR is never emptied by a decision: the last member stays even when it is down, because
 only a member of the last ISR may lead without losing acknowledged writes.
@@ -41,6 +46,7 @@ __all__ = [
     "assign_replicas",
     "elect",
     "rack_alternated",
+    "refresh_restarted",
 ]
 
 NO_LEADER = -1
@@ -154,4 +160,25 @@ def elect(
         decided = _decide(spec.assignment[partition], state, live, unclean, controller_epoch)
         if decided is not None:
             changes[partition] = replace(decided, version=0)
+    return changes
+
+
+def refresh_restarted(
+    states: Mapping[int, PartitionState],
+    broker_epochs: Mapping[int, int],
+    controller_epoch: int,
+) -> dict[int, PartitionState]:
+    """The partitions whose live leader registered after its leadership was written (see the
+    module), each with epoch + 1 and the same leader and ISR, version 0. ``broker_epochs``
+    maps the live brokers to their registrations' epochs."""
+    changes = {}
+    for partition, state in states.items():
+        epoch = broker_epochs.get(state.leader)
+        if epoch is not None and state.version < epoch:
+            changes[partition] = replace(
+                state,
+                leader_epoch=state.leader_epoch + 1,
+                controller_epoch=controller_epoch,
+                version=0,
+            )
     return changes
