@@ -9,11 +9,12 @@ from twisted.internet.testing import StringTransport
 
 from tmq.broker.dispatch import Dispatcher, RequestRefused
 from tmq.broker.server import BrokerProtocol
-from tmq.protocol.apis import ApiKey
+from tmq.protocol.apis import ApiKey, InternalApiKey
 from tmq.protocol.framing import FrameDecoder, encode_frame
 from tmq.protocol.headers import encode_request_header
 from tmq.protocol.messages.api_versions import ApiVersionsRequest, ApiVersionsResponse
 from tmq.protocol.messages.metadata import MetadataRequest
+from tmq.protocol.messages.replication import ReplicaSubscribeRequest
 
 
 def frame(api_key: int, version: int, correlation_id: int, body: bytes) -> bytes:
@@ -29,7 +30,7 @@ class Harness:
     """A protocol on a StringTransport, with a dispatcher whose Metadata answers are held in
     Deferreds the test fires in any order."""
 
-    def __init__(self, max_in_flight: int = 10):
+    def __init__(self, max_in_flight: int = 10, open_replication=None):
         self.held: dict[int, defer.Deferred] = {}
         self.dispatcher = Dispatcher(
             {
@@ -41,7 +42,10 @@ class Harness:
             }
         )
         self.protocol = BrokerProtocol(
-            self.dispatcher, max_frame_bytes=1024, max_in_flight=max_in_flight
+            self.dispatcher,
+            max_frame_bytes=1024,
+            max_in_flight=max_in_flight,
+            open_replication=open_replication,
         )
         self.transport = StringTransport()
         self.protocol.makeConnection(self.transport)
@@ -146,3 +150,72 @@ class BrokerProtocolTests:
         harness.answer(1)
         assert harness.correlation_ids() == [1]
         assert harness.protocol.idle
+
+
+class _RecordingSession:
+    """Stands in for a ``ReplicaSession``: records the frames the protocol hands it."""
+
+    def __init__(self, write, disconnect):
+        self.frames = []
+        self.lost = False
+
+    def frame(self, header, body):
+        if header.api_key == ApiKey.METADATA:
+            raise RequestRefused("client API on a replication connection")
+        self.frames.append(header.api_key)
+
+    def connection_lost(self):
+        self.lost = True
+
+
+def subscribe_frame() -> bytes:
+    body = ReplicaSubscribeRequest.build(
+        {"broker_id": 2, "broker_epoch": 5, "window_bytes": 1024, "partitions": []}, 0
+    )
+    return frame(InternalApiKey.REPLICA_SUBSCRIBE, 0, 1, body)
+
+
+class ReplicationConnectionTests:
+    """Which connections carry the replication stream."""
+
+    def harness(self) -> tuple[Harness, list]:
+        sessions = []
+
+        def open_replication(write, disconnect):
+            sessions.append(_RecordingSession(write, disconnect))
+            return sessions[-1]
+
+        return Harness(open_replication=open_replication), sessions
+
+    def test_a_first_replica_subscribe_makes_a_replication_connection(self):
+        """ReplicaSubscribe as the first request hands this and every later frame to one
+        session; the session hears when the connection goes."""
+        harness, sessions = self.harness()
+        harness.protocol.dataReceived(
+            subscribe_frame() + frame(InternalApiKey.REPLICA_ACK, 0, 2, b"")
+        )
+        assert len(sessions) == 1
+        assert sessions[0].frames == [InternalApiKey.REPLICA_SUBSCRIBE, InternalApiKey.REPLICA_ACK]
+        assert not harness.transport.disconnecting
+        harness.protocol.connectionLost(None)
+        assert sessions[0].lost
+
+    def test_replication_apis_are_refused_on_a_client_connection(self):
+        """A ReplicaSubscribe after a client request closes the connection unanswered."""
+        harness, sessions = self.harness()
+        harness.protocol.dataReceived(metadata_frame(1) + subscribe_frame())
+        assert sessions == []
+        assert harness.transport.disconnecting
+
+    def test_a_broker_without_replication_refuses_the_stream(self):
+        """With no session factory (replication off), ReplicaSubscribe closes the connection."""
+        harness = Harness()
+        harness.protocol.dataReceived(subscribe_frame())
+        assert harness.transport.disconnecting
+
+    def test_client_apis_are_refused_on_a_replication_connection(self):
+        """A Metadata request on a replication connection closes it."""
+        harness, sessions = self.harness()
+        harness.protocol.dataReceived(subscribe_frame() + metadata_frame(2))
+        assert sessions[0].frames == [InternalApiKey.REPLICA_SUBSCRIBE]
+        assert harness.transport.disconnecting

@@ -16,6 +16,7 @@ from tmq.cluster.controller import (
     assign_replicas,
     elect,
     rack_alternated,
+    refresh_restarted,
 )
 from tmq.cluster.store import PartitionState, TopicSpec
 
@@ -161,3 +162,22 @@ class ElectionTests:
                 assert set(after.isr) <= set(before.isr)
         assert (after.leader_epoch == before.leader_epoch + 1) == (after.leader != before.leader)
         assert elect(topic, {0: after}, live, 2) == {}
+
+
+class RefreshTests:
+    def test_a_leader_registered_after_its_grant_gets_the_next_epoch(self):
+        """A state older than its leader's registration is refreshed: same leader and ISR,
+        epoch + 1, the controller's epoch, version 0 for the compare-and-swap."""
+        states = {0: state(1, 4, (1, 2), version=10), 1: state(2, 0, (2, 1), version=10)}
+        changes = refresh_restarted(states, {1: 12, 2: 3}, controller_epoch=20)
+        assert changes == {0: PartitionState(1, 5, (1, 2), 20, 0)}
+
+    def test_states_written_after_the_registration_and_offline_ones_stay(self):
+        """A grant newer than the leader's registration, a leader that is not live, and an
+        offline partition are left alone."""
+        states = {
+            0: state(1, 4, (1, 2), version=30),
+            1: state(3, 2, (3,), version=5),
+            2: state(-1, 6, (2,), version=5),
+        }
+        assert refresh_restarted(states, {1: 12, 2: 13}, controller_epoch=20) == {}

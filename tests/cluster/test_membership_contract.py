@@ -62,6 +62,17 @@ class MembershipContract:
         assert second.broker_epoch > first.broker_epoch
         assert self.wait(store.live_brokers()) == {1: first.info, 2: second.info}
 
+    def test_epochs_and_versions_share_one_counter(self, store):
+        """A partition state written before a registration has a smaller version than its
+        broker_epoch, one written after a larger one (brokers and the controller rely on it
+        to tell a leadership of this registration from one of an earlier life)."""
+        before = self.create(store, "before")
+        registration = self.register(store, 1)
+        after = self.create(store, "after")
+        old = self.wait(store.partition_states(before.name))[0]
+        new = self.wait(store.partition_states(after.name))[0]
+        assert old.version < registration.broker_epoch < new.version
+
     def test_a_second_live_registration_of_an_id_is_refused(self, store):
         """A broker id with a live registration cannot register again (BrokerIdInUse, a
         MetadataStoreError); once that registration is closed it can, with a larger epoch."""

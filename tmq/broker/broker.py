@@ -261,7 +261,9 @@ class Broker:
     @defer.inlineCallbacks
     def stop(self):
         """Stop every role, end the registration, write the high watermarks and close the
-        logs cleanly (flush, checkpoints, marker)."""
+        logs cleanly (flush, checkpoints, marker). Stopping again does nothing."""
+        if self._stopped:
+            return
         self._stopped = True
         if self._isr_loop is not None and self._isr_loop.running:
             self._isr_loop.stop()

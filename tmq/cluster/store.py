@@ -505,6 +505,10 @@ class MetadataStore(Protocol):
         ``broker_epoch`` is greater than that of every registration before it. Watchers see
         ``BrokerRegistered`` (with the epoch), and ``BrokerLost`` when it ends.
 
+        Broker epochs, controller epochs and partition-state versions come from one
+        counter: a state written after a registration has a larger version than its
+        ``broker_epoch``, one written before a smaller one.
+
         :raises BrokerIdInUse: the id has a live registration.
         :raises ValueError: ``ttl_s`` is below 2.
         """
