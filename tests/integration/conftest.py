@@ -15,6 +15,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import cluster_helpers
 import pytest
 from integration_helpers import BrokerProcess
 
@@ -25,6 +26,10 @@ REPO = Path(__file__).resolve().parents[2]
 # about 3 children in 100 ("epoll_wait error: Bad file descriptor"). The children never use
 # gRPC, so the handlers are not needed. Set before anything imports grpc.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
+
+
+#: ``cluster_factory(size=3, *settings, metadata="etcd", racks=...)``: etcd and brokers.
+cluster_factory = pytest.fixture(cluster_helpers.cluster_factory)
 
 
 def pytest_collection_modifyitems(items):

@@ -1,0 +1,1106 @@
+"""A cluster harness: one throwaway etcd and N ``tmq broker`` processes on 127.0.0.1, the faults
+to inject into them, a producer that records what it was told, and the end-of-run check.
+
+* ``BrokerNode``: one broker (``--id N --metadata etcd://...``) with kill (SIGKILL), stop
+  (SIGTERM), pause (SIGSTOP), resume (SIGCONT) and restart on the same port and data dir.
+* ``Cluster``: etcd plus brokers 1..N; Metadata, CreateTopics and ListOffsets through
+  ``RawClient`` to a chosen live broker (never a paused one); etcd kill and restart on the
+  same port and data; every process stopped at the end, checked to be gone.
+* ``AckingProducer``: confluent-kafka, acks=all, unique values (``invariants.make_value``)
+  from a background thread; every send's final outcome (``Attempt``) and every ack's offset
+  (``Ack``).
+* ``read_all``, ``final_check``: the full read from each leader and the invariant check
+  (``invariants.check``) with the replicas' logs read from disk.
+* ``cluster_factory``: the body of a pytest fixture (register it in a conftest:
+  ``cluster_factory = pytest.fixture(cluster_helpers.cluster_factory)``).
+
+Processes are started from the calling thread and are not tied to its life (a fault thread
+may restart a broker); ``Cluster.close`` (the fixture's teardown) stops every one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from integration_helpers import BrokerProcess, RawClient, free_port, stop_process
+from invariants import (
+    ACKED,
+    FAILED,
+    INDETERMINATE,
+    Ack,
+    Attempt,
+    Read,
+    ReplicaLog,
+    Violation,
+    check,
+    make_value,
+    replica_log_from_disk,
+)
+from pipeline_helpers import wait_for
+
+from tmq.protocol.apis import ApiKey
+from tmq.protocol.errors import ErrorCode
+from tmq.storage.names import partition_dir_name
+from tmq.tools.etcd import ThrowawayEtcd
+
+__all__ = [
+    "AckingProducer",
+    "BrokerNode",
+    "BrokerView",
+    "Cluster",
+    "PartitionState",
+    "classify_delivery",
+    "cluster_factory",
+    "final_check",
+    "processes_mentioning",
+    "read_all",
+]
+
+METADATA_VERSION = 7  # the first with the partition leader epoch
+CREATE_TOPICS_VERSION = 4
+LIST_OFFSETS_VERSION = 4  # current_leader_epoch in, leader_epoch out
+LATEST, EARLIEST = -1, -2  # ListOffsets timestamps: the high watermark, the log start
+
+
+# -- one broker --------------------------------------------------------------------------------
+
+
+class BrokerNode(BrokerProcess):
+    """``tmq broker --id N ... --metadata M`` living in ``directory`` (its data in
+    ``directory/data``, its output appended to ``directory/broker.log``, its cwd
+    ``directory``: outside the checkout, whose ./tmq would shadow the installed package).
+
+    :param metadata: ``etcd://HOST:PORT[,...]`` or ``local``.
+    :param settings: ``KEY=VALUE`` broker settings (``--set``).
+    """
+
+    def __init__(
+        self,
+        broker_id: int,
+        directory: Path,
+        metadata: str,
+        *settings: str,
+        port: int | None = None,
+        rack: str | None = None,
+        cluster_id: str = "tmq-test",
+    ):
+        data_dir = Path(directory) / "data"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        super().__init__(data_dir, *settings, port=port)
+        self.broker_id = broker_id
+        self.metadata = metadata
+        self.rack = rack
+        self.cluster_id = cluster_id
+        self.log_path = Path(directory) / "broker.log"
+        self.paused = False
+        self.starts = 0
+
+    def __repr__(self) -> str:
+        return f"<BrokerNode {self.broker_id} :{self.port} pid {self.pid}>"
+
+    def command(self) -> list[str]:
+        command = [
+            *super().command(),
+            "--id", str(self.broker_id), "--metadata", self.metadata,
+            "--cluster-id", self.cluster_id,
+        ]  # fmt: skip
+        if self.rack is not None:
+            command += ["--rack", self.rack]
+        return command
+
+    @property
+    def pid(self) -> int | None:
+        """The process id while the process exists (running or paused)."""
+        return self.process.pid if self.running else None
+
+    @property
+    def running(self) -> bool:
+        """Whether the process exists (it may be paused)."""
+        return self.process is not None and self.process.poll() is None
+
+    @property
+    def live(self) -> bool:
+        """Running and not paused: it can answer."""
+        return self.running and not self.paused
+
+    def start(self, timeout: float = 30.0) -> BrokerNode:
+        """Start the process and wait until it accepts connections on its port."""
+        if self.running:
+            raise AssertionError(f"broker {self.broker_id} is already running (pid {self.pid})")
+        self.starts += 1
+        with open(self.log_path, "ab") as log:
+            log.write(
+                f"\n===== harness: start #{self.starts} of broker {self.broker_id} =====\n".encode()
+            )
+        self.paused = False
+        super().start(timeout)
+        return self
+
+    def restart(self, timeout: float = 30.0) -> BrokerNode:
+        """Start again on the same port and data directory (stopping it first, with SIGTERM,
+        if it still runs)."""
+        if self.running:
+            self.stop()
+        return self.start(timeout)
+
+    def kill(self, timeout: float = 30.0) -> int:
+        """SIGKILL (works on a paused process too); return the exit status."""
+        self.paused = False
+        return stop_process(self.process, signal.SIGKILL, timeout, self.log_path)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Send ``sig`` (SIGCONT first if paused, so that it can act on it) and wait for the
+        exit; return the exit status. Still running after ``timeout``: SIGKILL and fail."""
+        if self.paused and self.running and sig != signal.SIGKILL:
+            self.resume()
+        self.paused = False
+        return stop_process(self.process, sig, timeout, self.log_path)
+
+    def pause(self, timeout: float = 10.0) -> None:
+        """SIGSTOP, and wait until the kernel shows the process stopped."""
+        self._signal(signal.SIGSTOP)
+        self.paused = True
+        wait_for(
+            lambda: self._state() in ("T", "t", None), timeout, f"broker {self.broker_id} to stop"
+        )
+
+    def resume(self, timeout: float = 10.0) -> None:
+        """SIGCONT, and wait until the process is no longer stopped."""
+        self._signal(signal.SIGCONT)
+        self.paused = False
+        wait_for(
+            lambda: self._state() not in ("T", "t"), timeout, f"broker {self.broker_id} to resume"
+        )
+
+    def _signal(self, sig: int) -> None:
+        if not self.running:
+            raise AssertionError(f"broker {self.broker_id} is not running")
+        self.process.send_signal(sig)
+
+    def _state(self) -> str | None:
+        """The process state letter of /proc/<pid>/stat (``T`` stopped), ``None`` if gone."""
+        try:
+            with open(f"/proc/{self.process.pid}/stat") as stat:
+                return stat.read().rpartition(")")[2].split()[0]
+        except (OSError, IndexError):
+            return None
+
+
+# -- the cluster -------------------------------------------------------------------------------
+
+
+class PartitionState(NamedTuple):
+    """One partition as a broker's Metadata answer shows it (leader -1: none)."""
+
+    partition: int
+    leader: int
+    leader_epoch: int
+    replicas: tuple[int, ...]
+    isr: tuple[int, ...]
+    error_code: int
+
+
+class BrokerView(NamedTuple):
+    """The cluster as one broker's Metadata answer shows it."""
+
+    answered_by: int
+    controller_id: int
+    brokers: dict[int, tuple[str, int, str | None]]  # id -> host, port, rack
+
+
+class Cluster:
+    """One throwaway etcd and brokers ``1..size``, each in ``directory/broker-<id>``.
+
+    :param settings: ``KEY=VALUE`` settings of every broker (``min.insync.replicas=2``, ...).
+    :param metadata: ``"etcd"`` (a ``ThrowawayEtcd`` in ``directory/etcd``, on a port kept
+        across its restarts) or ``"local"`` (one broker with its embedded store, no etcd).
+    :param racks: the rack of each broker id, if any.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        size: int = 3,
+        settings: Iterable[str] = (),
+        *,
+        metadata: str = "etcd",
+        cluster_id: str = "tmq-test",
+        racks: Mapping[int, str] | None = None,
+    ):
+        if metadata not in ("etcd", "local"):
+            raise ValueError(f"metadata {metadata!r}: 'etcd' or 'local'")
+        if metadata == "local" and size != 1:
+            raise ValueError("a cluster with local metadata has exactly one broker")
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.cluster_id = cluster_id
+        self.etcd: ThrowawayEtcd | None = None
+        self.etcd_port: int | None = None
+        self.etcd_paused = False
+        url = "local"
+        if metadata == "etcd":
+            self.etcd_port = free_port()
+            self.etcd = ThrowawayEtcd(self.directory / "etcd", client_port=self.etcd_port)
+            url = f"etcd://127.0.0.1:{self.etcd_port}"
+        self.metadata_url = url
+        racks = dict(racks or {})
+        self.brokers: dict[int, BrokerNode] = {
+            broker_id: BrokerNode(
+                broker_id,
+                self.directory / f"broker-{broker_id}",
+                url,
+                *settings,
+                rack=racks.get(broker_id),
+                cluster_id=cluster_id,
+            )
+            for broker_id in range(1, size + 1)
+        }
+        self._closed = False
+
+    # -- life ---------------------------------------------------------------------------------
+
+    def start(self, timeout: float = 60.0) -> Cluster:
+        """Start etcd, then every broker; wait until a broker's Metadata lists all of them.
+        If that fails, everything started is stopped again."""
+        try:
+            if self.etcd is not None:
+                self.etcd.start()
+            for broker in self.brokers.values():
+                broker.start()
+            if self.brokers:
+                wait_for(
+                    lambda: self._registered() == set(self.brokers),
+                    timeout,
+                    f"brokers {sorted(self.brokers)} to register",
+                    *self.brokers.values(),
+                )
+        except BaseException:
+            with contextlib.suppress(AssertionError):
+                self.close()
+            raise
+        return self
+
+    def _registered(self) -> set[int]:
+        try:
+            return set(self.view().brokers)
+        except AssertionError:
+            return set()
+
+    def __enter__(self) -> Cluster:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def stop_brokers(self, sig: int = signal.SIGTERM) -> None:
+        """Stop every running broker (paused ones are resumed first), e.g. before reading
+        their logs from disk."""
+        for broker in self.brokers.values():
+            if broker.running:
+                broker.stop(sig)
+
+    def close(self) -> None:
+        """Stop every broker (SIGCONT, SIGTERM, SIGKILL after 30 s), then etcd; fail if a
+        broker ignored SIGTERM or if any process of this cluster is left."""
+        if self._closed:
+            return
+        self._closed = True
+        problems = []
+        for broker in self.brokers.values():
+            try:
+                if broker.running:
+                    broker.stop()
+            except AssertionError as error:  # it ignored SIGTERM and was killed
+                problems.append(str(error)[:3000])
+        if self.etcd is not None:
+            if self.etcd_paused and self.etcd.running:
+                self.resume_etcd()
+            self.etcd.stop()
+        left = processes_mentioning(f"{self.directory}{os.sep}")
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if left:
+            problems.append(f"processes of {self.directory} left running (now killed): {left}")
+        assert not problems, "\n".join(problems)
+
+    # -- brokers ------------------------------------------------------------------------------
+
+    def broker(self, broker_id: int) -> BrokerNode:
+        return self.brokers[broker_id]
+
+    def live(self, exclude: Collection[int] = ()) -> list[BrokerNode]:
+        """The brokers that run and are not paused, but those in ``exclude``."""
+        return [b for i, b in self.brokers.items() if b.live and i not in exclude]
+
+    def bootstrap(self, exclude: Collection[int] = ()) -> str:
+        """``HOST:PORT,...`` of the live brokers (but ``exclude``)."""
+        live = self.live(exclude)
+        assert live, "no live broker"
+        return ",".join(broker.bootstrap for broker in live)
+
+    def partition_dir(self, broker_id: int, topic: str, partition: int) -> Path:
+        """Where ``broker_id`` keeps its replica of ``topic``-``partition``."""
+        return self.brokers[broker_id].data_dir / partition_dir_name(topic, partition)
+
+    # -- requests -----------------------------------------------------------------------------
+
+    def request(
+        self,
+        api_key: int,
+        version: int,
+        body: dict,
+        *,
+        via: int | Iterable[int] | None = None,
+        timeout: float = 5.0,
+    ) -> tuple[int, Any]:
+        """Send one request to the first live broker that answers (``via``: that broker, or
+        those, in order); return ``(broker id, decoded response)``.
+
+        :raises AssertionError: no broker answered (each one's failure in the message).
+        """
+        if via is None:
+            candidates = [b.broker_id for b in self.live()]
+        else:
+            candidates = [via] if isinstance(via, int) else list(via)
+        failures = []
+        for broker_id in candidates:
+            broker = self.brokers[broker_id]
+            if not broker.live:
+                failures.append(f"broker {broker_id}: not live")
+                continue
+            try:
+                with RawClient(broker.port, timeout=timeout, client_id="tmq-harness") as client:
+                    return broker_id, client.request(api_key, version, body)
+            except (OSError, EOFError) as error:
+                failures.append(f"broker {broker_id}: {error!r}")
+        raise AssertionError(
+            f"no broker answered {ApiKey(api_key).name}: {'; '.join(failures) or 'none live'}"
+        )
+
+    def view(self, *, via: int | Iterable[int] | None = None) -> BrokerView:
+        """The brokers and the controller, as a broker's Metadata shows them."""
+        answered_by, response = self.request(
+            ApiKey.METADATA,
+            METADATA_VERSION,
+            {"topics": [], "allow_auto_topic_creation": False},
+            via=via,
+        )
+        brokers = {b.node_id: (b.host, b.port, b.rack) for b in response.brokers}
+        return BrokerView(answered_by, response.controller_id, brokers)
+
+    def metadata(
+        self, topic: str, *, via: int | Iterable[int] | None = None
+    ) -> dict[int, PartitionState]:
+        """Each partition of ``topic`` (leader, leader epoch, replicas, ISR) as a live broker
+        (``via``: that one) shows it; empty while the broker does not know the topic."""
+        _, response = self.request(
+            ApiKey.METADATA,
+            METADATA_VERSION,
+            {"topics": [{"name": topic}], "allow_auto_topic_creation": False},
+            via=via,
+        )
+        states = {}
+        for answer in response.topics:
+            if answer.name != topic or answer.error_code != ErrorCode.NONE:
+                continue
+            for p in answer.partitions:
+                states[p.partition_index] = PartitionState(
+                    p.partition_index,
+                    p.leader_id,
+                    p.leader_epoch,
+                    tuple(p.replica_nodes),
+                    tuple(p.isr_nodes),
+                    p.error_code,
+                )
+        return states
+
+    def leader_of(self, topic: str, partition: int, *, via: int | None = None) -> int | None:
+        """The leader a live broker names for the partition (``None``: none, or unknown)."""
+        state = self.metadata(topic, via=via).get(partition)
+        return state.leader if state is not None and state.leader >= 0 else None
+
+    def confirmed_leader(
+        self, topic: str, partition: int, not_in: Collection[int] = ()
+    ) -> int | None:
+        """A leader that a live broker names (asking each in turn), that is live and not in
+        ``not_in``, and that names itself at an epoch no older; ``None`` when there is no such
+        leader now."""
+        for asker in self._askers(not_in):
+            try:
+                named = self.metadata(topic, via=asker).get(partition)
+                if named is None or named.leader < 0 or named.leader in not_in:
+                    continue
+                if named.leader not in self.brokers or not self.brokers[named.leader].live:
+                    continue
+                own = self.metadata(topic, via=named.leader).get(partition)
+            except AssertionError:
+                continue
+            confirmed = own is not None and own.leader == named.leader
+            if confirmed and own.leader_epoch >= named.leader_epoch:
+                return own.leader
+        return None
+
+    def _askers(self, not_in: Collection[int]) -> list[int]:
+        """Live brokers, those outside ``not_in`` first."""
+        live = [b.broker_id for b in self.live()]
+        return [i for i in live if i not in not_in] + [i for i in live if i in not_in]
+
+    def wait_for_leader(
+        self, topic: str, partition: int, not_in: Collection[int] = (), timeout: float = 30.0
+    ) -> int:
+        """Poll until a live broker outside ``not_in`` leads the partition (``confirmed_leader``);
+        return its id."""
+        found: list[int] = []
+
+        def elected() -> bool:
+            leader = self.confirmed_leader(topic, partition, not_in)
+            if leader is not None:
+                found.append(leader)
+            return leader is not None
+
+        wait_for(
+            elected,
+            timeout,
+            f"a leader of {topic}-{partition} outside {sorted(not_in)}",
+            *self.brokers.values(),
+        )
+        return found[-1]
+
+    def wait_for_isr(
+        self,
+        topic: str,
+        partition: int,
+        members: Collection[int] | None = None,
+        timeout: float = 30.0,
+    ) -> PartitionState:
+        """Poll until the partition's leader shows ``members`` (default: all its replicas) as
+        its ISR; return that state."""
+        found: list[PartitionState] = []
+
+        def settled() -> bool:
+            leader = self.confirmed_leader(topic, partition)
+            if leader is None:
+                return False
+            try:
+                state = self.metadata(topic, via=leader)[partition]
+            except (AssertionError, KeyError):
+                return False
+            wanted = set(state.replicas if members is None else members)
+            if set(state.isr) == wanted:
+                found.append(state)
+                return True
+            return False
+
+        wait_for(
+            settled,
+            timeout,
+            f"the ISR of {topic}-{partition} to be {sorted(members or []) or 'all replicas'}",
+            *self.brokers.values(),
+        )
+        return found[-1]
+
+    def create_topic(
+        self,
+        name: str,
+        partitions: int = 1,
+        replication_factor: int = 3,
+        configs: Mapping[str, str] | None = None,
+        *,
+        timeout: float = 60.0,
+        wait: bool = True,
+    ) -> None:
+        """CreateTopics through a live broker, retried on another one (the controller that
+        Metadata names first) while the answer is NOT_CONTROLLER or there is none; with
+        ``wait``, poll until every partition has a confirmed leader.
+
+        :raises AssertionError: any other error (TOPIC_ALREADY_EXISTS, INVALID_REPLICATION_FACTOR
+            ...), or no success within ``timeout``.
+        """
+        body = {
+            "topics": [
+                {
+                    "name": name,
+                    "num_partitions": partitions,
+                    "replication_factor": replication_factor,
+                    "assignments": [],
+                    "configs": [{"name": k, "value": v} for k, v in (configs or {}).items()],
+                }
+            ],
+            "timeout_ms": int(timeout * 1000),
+            "validate_only": False,
+        }
+        tried: list[str] = []
+        unanswered = []
+
+        def created() -> bool:
+            try:
+                controller = self.view().controller_id
+                order = [controller] + [
+                    b.broker_id for b in self.live() if b.broker_id != controller
+                ]
+                order = [i for i in order if i in self.brokers and self.brokers[i].live]
+                answered_by, response = self.request(
+                    ApiKey.CREATE_TOPICS, CREATE_TOPICS_VERSION, body, via=order, timeout=timeout
+                )
+            except AssertionError as error:
+                tried.append(str(error))
+                unanswered.append(True)  # it may have been created all the same
+                return False
+            (answer,) = response.topics
+            if answer.error_code == ErrorCode.NONE:
+                return True
+            if answer.error_code == ErrorCode.TOPIC_ALREADY_EXISTS and unanswered:
+                return True
+            if answer.error_code == ErrorCode.NOT_CONTROLLER:
+                tried.append(f"broker {answered_by}: NOT_CONTROLLER")
+                return False
+            raise AssertionError(
+                f"CreateTopics {name} via broker {answered_by}: "
+                f"{_error_name(answer.error_code)} {answer.error_message or ''}"
+            )
+
+        try:
+            wait_for(created, timeout, f"CreateTopics {name}", *self.brokers.values())
+        except AssertionError as error:
+            raise AssertionError(f"{error}\nthe last tries: {tried[-3:]}") from None
+        if wait:
+            deadline = time.monotonic() + timeout
+            for partition in range(partitions):
+                self.wait_for_leader(name, partition, timeout=max(1.0, deadline - time.monotonic()))
+
+    def list_offsets(
+        self,
+        topic: str,
+        timestamp: int,
+        partitions: Iterable[int] | None = None,
+        timeout: float = 30.0,
+    ) -> dict[int, int]:
+        """ListOffsets (consumer view) for each partition, asked of its confirmed leader (again
+        while the answer is a leadership error): ``LATEST`` gives the high watermark,
+        ``EARLIEST`` the log start."""
+        wanted = sorted(self.metadata(topic)) if partitions is None else list(partitions)
+        return {p: self._list_offset(topic, p, timestamp, timeout) for p in wanted}
+
+    def _list_offset(self, topic: str, partition: int, timestamp: int, timeout: float) -> int:
+        found: list[int] = []
+        retriable = {
+            ErrorCode.NOT_LEADER_OR_FOLLOWER,
+            ErrorCode.LEADER_NOT_AVAILABLE,
+            ErrorCode.FENCED_LEADER_EPOCH,
+            ErrorCode.UNKNOWN_LEADER_EPOCH,
+        }
+
+        def answered() -> bool:
+            leader = self.confirmed_leader(topic, partition)
+            if leader is None:
+                return False
+            try:
+                epoch = self.metadata(topic, via=leader)[partition].leader_epoch
+                _, response = self.request(
+                    ApiKey.LIST_OFFSETS,
+                    LIST_OFFSETS_VERSION,
+                    {
+                        "replica_id": -1,
+                        "isolation_level": 0,
+                        "topics": [
+                            {
+                                "name": topic,
+                                "partitions": [
+                                    {
+                                        "partition_index": partition,
+                                        "current_leader_epoch": epoch,
+                                        "timestamp": timestamp,
+                                    }
+                                ],
+                            }
+                        ],
+                    },
+                    via=leader,
+                )
+            except (AssertionError, KeyError):
+                return False
+            (answer,) = response.topics[0].partitions
+            if answer.error_code in retriable:
+                return False
+            if answer.error_code != ErrorCode.NONE:
+                raise AssertionError(
+                    f"ListOffsets {topic}-{partition} at broker {leader}: "
+                    f"{_error_name(answer.error_code)}"
+                )
+            found.append(answer.offset)
+            return True
+
+        wait_for(answered, timeout, f"ListOffsets {topic}-{partition}", *self.brokers.values())
+        return found[-1]
+
+    def high_watermarks(
+        self, topic: str, partitions: Iterable[int] | None = None
+    ) -> dict[int, int]:
+        """Each partition's high watermark, from its leader."""
+        return self.list_offsets(topic, LATEST, partitions)
+
+    def log_start_offsets(
+        self, topic: str, partitions: Iterable[int] | None = None
+    ) -> dict[int, int]:
+        """Each partition's log start offset, from its leader."""
+        return self.list_offsets(topic, EARLIEST, partitions)
+
+    def replica_logs(
+        self, topic: str, partitions: Iterable[int], *, records: bool = True
+    ) -> list[ReplicaLog]:
+        """Each broker's log of each partition it holds, read from disk (stop the brokers
+        first: a running one may be writing)."""
+        logs = []
+        for broker_id in self.brokers:
+            for partition in partitions:
+                directory = self.partition_dir(broker_id, topic, partition)
+                if directory.is_dir():
+                    logs.append(replica_log_from_disk(broker_id, directory, records=records))
+        return logs
+
+    # -- etcd ---------------------------------------------------------------------------------
+
+    def _member(self) -> ThrowawayEtcd:
+        if self.etcd is None:
+            raise AssertionError("this cluster has no etcd (metadata='local')")
+        return self.etcd
+
+    def kill_etcd(self) -> None:
+        """SIGKILL etcd (its data stays in ``directory/etcd``)."""
+        member = self._member()
+        pid = member.pid
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+        self.etcd_paused = False
+        member.stop()  # reaps it; the directory is not a temporary one, so it stays
+
+    def stop_etcd(self) -> None:
+        """Stop etcd cleanly (SIGTERM)."""
+        if self.etcd_paused:
+            self.resume_etcd()
+        self._member().stop()
+
+    def restart_etcd(self, timeout: float = 30.0) -> None:
+        """Start etcd again, on the same client port, with the same data. Call it from the
+        main thread: ``ThrowawayEtcd`` asks for SIGTERM when the starting thread ends."""
+        member = self._member()
+        member.start(timeout)
+        assert member.client_port == self.etcd_port
+
+    def pause_etcd(self) -> None:
+        """SIGSTOP etcd: its port still accepts connections, nothing answers."""
+        os.kill(self._running_etcd_pid(), signal.SIGSTOP)
+        self.etcd_paused = True
+
+    def resume_etcd(self) -> None:
+        """SIGCONT etcd."""
+        os.kill(self._running_etcd_pid(), signal.SIGCONT)
+        self.etcd_paused = False
+
+    def _running_etcd_pid(self) -> int:
+        pid = self._member().pid
+        if pid is None:
+            raise AssertionError("etcd is not running")
+        return pid
+
+
+def _error_name(code: int) -> str:
+    try:
+        return ErrorCode(code).name
+    except ValueError:
+        return f"error {code}"
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """The ids of live (not zombie) processes whose command line contains ``text``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                if text.encode() not in cmdline.read():
+                    continue
+            with open(f"/proc/{entry}/stat") as stat:
+                if stat.read().rpartition(")")[2].split()[0] == "Z":
+                    continue
+        except (OSError, IndexError):
+            continue
+        found.append(int(entry))
+    return found
+
+
+def cluster_factory(tmp_path: Path):
+    """The body of the ``cluster_factory`` fixture: ``cluster_factory(size=3, *settings,
+    metadata="etcd", racks=None)`` starts a ``Cluster`` in ``tmp_path``; every cluster made is
+    closed at the end (and fails the test if a process was left or ignored SIGTERM).
+
+    Register it in a conftest::
+
+        cluster_factory = pytest.fixture(cluster_helpers.cluster_factory)
+    """
+    made: list[Cluster] = []
+
+    def make(size: int = 3, *settings: str, **options: Any) -> Cluster:
+        cluster = Cluster(tmp_path / f"cluster-{len(made)}", size, settings, **options)
+        made.append(cluster)
+        return cluster.start()
+
+    try:
+        yield make
+    finally:
+        failures = []
+        for cluster in made:
+            try:
+                cluster.close()
+            except AssertionError as error:
+                failures.append(error)
+        if failures:
+            raise failures[0]
+
+
+# -- the producer ------------------------------------------------------------------------------
+
+#: librdkafka errors that say the message is not in any log: it is refused for what it is
+#: (size, format, topic), so no earlier try of it can have been appended either.
+DEFINITE_ALWAYS = frozenset(
+    {
+        "_MSG_SIZE_TOO_LARGE", "_UNKNOWN_PARTITION", "_UNKNOWN_TOPIC", "_INVALID_ARG",
+        "_PURGE_QUEUE", "_KEY_SERIALIZATION", "_VALUE_SERIALIZATION",
+        "MSG_SIZE_TOO_LARGE", "INVALID_MSG", "INVALID_MSG_SIZE", "RECORD_LIST_TOO_LARGE",
+        "INVALID_REQUIRED_ACKS", "INVALID_TIMESTAMP", "INVALID_RECORD",
+        "TOPIC_AUTHORIZATION_FAILED", "CLUSTER_AUTHORIZATION_FAILED",
+        "UNSUPPORTED_FOR_MESSAGE_FORMAT", "POLICY_VIOLATION", "UNKNOWN_TOPIC_OR_PART",
+    }
+)  # fmt: skip
+
+#: Broker answers that refuse a produce before appending anything: definite when that answer
+#: was the only try (no client retries), as kafka-notes I6 reads them.
+DEFINITE_ONE_TRY = DEFINITE_ALWAYS | frozenset(
+    {
+        "NOT_LEADER_FOR_PARTITION", "LEADER_NOT_AVAILABLE", "NOT_ENOUGH_REPLICAS",
+        "FENCED_LEADER_EPOCH", "UNKNOWN_LEADER_EPOCH", "INVALID_PRODUCER_EPOCH",
+        "OUT_OF_ORDER_SEQUENCE_NUMBER", "UNKNOWN_PRODUCER_ID",
+    }
+)  # fmt: skip
+
+
+def classify_delivery(error: Any, retries: bool) -> tuple[str, str | None]:
+    """The outcome (``ACKED``, ``FAILED``, ``INDETERMINATE``) and error name of a
+    confluent-kafka delivery report.
+
+    With client retries (an idempotent producer retries until ``message.timeout.ms``), the
+    final error does not say what earlier tries did: one may have been appended before a
+    NOT_ENOUGH_REPLICAS_AFTER_APPEND, a timeout or a lost connection. Only errors about the
+    message itself are then definite. Without retries the one answer decides: everything but
+    a refusal before the append (``DEFINITE_ONE_TRY``) is indeterminate, as are the
+    client-side timeouts, transport errors and fatal errors.
+    """
+    if error is None:
+        return ACKED, None
+    name = error.name()
+    definite = DEFINITE_ONE_TRY if not retries else DEFINITE_ALWAYS
+    return (FAILED if name in definite else INDETERMINATE), name
+
+
+class AckingProducer:
+    """Sends ``make_value(partition, seq, producer)`` values round-robin to ``partitions``
+    of ``topic``, acks=all, from a background thread, recording each send's outcome.
+
+    :param bootstrap: ``HOST:PORT,...``, or a ``Cluster`` (its live brokers at ``start``).
+    :param rate: sends per second (``None``: as fast as the client queue allows).
+    :param max_sends: stop sending after this many (``None``: until ``stop``).
+    :param idempotent: True: ``enable.idempotence`` with up to 5 requests in flight, retried
+        by the client (order and no duplicates by the broker's dedup; outcomes after retries
+        are mostly indeterminate). False: no retries, one request in flight, so each error is
+        the answer to the one try (exact outcomes; order by construction; a send that failed
+        is not sent again, the next value is).
+    :param config: librdkafka settings overriding the defaults.
+
+    A fatal client error (``error_cb`` with ``fatal()``, e.g. an idempotence state the broker
+    refused) is recorded in ``fatal_errors`` and the client replaced by a new one.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str | Cluster,
+        topic: str,
+        partitions: int | Sequence[int] = 1,
+        *,
+        producer: str = "w",
+        rate: float | None = 500.0,
+        max_sends: int | None = None,
+        idempotent: bool = True,
+        config: Mapping[str, Any] | None = None,
+    ):
+        self._bootstrap = bootstrap
+        self.topic = topic
+        self.partitions = (
+            list(range(partitions)) if isinstance(partitions, int) else list(partitions)
+        )
+        self.producer_name = producer
+        self.rate = rate
+        self.max_sends = max_sends
+        self.idempotent = idempotent
+        settings: dict[str, Any] = {
+            "acks": "all",
+            "message.timeout.ms": 30_000,
+            "request.timeout.ms": 10_000,
+            "retry.backoff.ms": 100,
+            "retry.backoff.max.ms": 1000,
+            "linger.ms": 5,
+            "queue.buffering.max.messages": 20_000,
+            "topic.metadata.refresh.interval.ms": 5_000,
+        }
+        if idempotent:
+            settings.update({"enable.idempotence": True, "max.in.flight": 5})
+        else:
+            settings.update({"enable.idempotence": False, "retries": 0, "max.in.flight": 1})
+        settings.update(config or {})
+        self.config = settings
+        #: whether the client retries a failed request (librdkafka's default: it does)
+        self.client_retries = int(settings.get("retries", 2**31 - 1)) > 0
+        self._order: list[tuple[int, bytes]] = []
+        self._outcomes: dict[tuple[int, bytes], tuple[str, str | None]] = {}
+        self._acks: list[Ack] = []
+        self._seq: dict[int, int] = defaultdict(int)
+        self.errors: list[str] = []
+        self.fatal_errors: list[str] = []
+        self._fatal = False
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failure: BaseException | None = None
+
+    @property
+    def sent(self) -> int:
+        """Sends handed to the client so far."""
+        return len(self._order)
+
+    @property
+    def acked(self) -> int:
+        """Sends acknowledged so far."""
+        return len(self._acks)
+
+    def start(self) -> AckingProducer:
+        bootstrap = (
+            self._bootstrap.bootstrap() if isinstance(self._bootstrap, Cluster) else self._bootstrap
+        )
+        self.config["bootstrap.servers"] = bootstrap
+        self._thread = threading.Thread(
+            target=self._run, name=f"acking-producer-{self.topic}", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def wait_for_acks(self, count: int, timeout: float = 60.0) -> None:
+        """Poll until ``count`` sends in all are acknowledged (fails early if the thread died)."""
+
+        def enough() -> bool:
+            if self._failure is not None:
+                raise AssertionError(f"the producer thread failed: {self._failure!r}")
+            return self.acked >= count
+
+        try:
+            wait_for(enough, timeout, f"{count} acks")
+        except AssertionError as error:
+            raise AssertionError(
+                f"{error}: {self.acked} acked of {self.sent} sent; last errors {self.errors[-5:]}"
+            ) from None
+
+    def stop(self, timeout: float | None = None) -> tuple[list[Attempt], list[Ack]]:
+        """Stop sending, wait for every outstanding delivery report (up to
+        ``message.timeout.ms`` plus a margin) and return ``(attempts, acks)``, attempts in
+        send order. A send with no report by then counts as indeterminate."""
+        self._stopping.set()
+        if timeout is None:
+            timeout = self.config["message.timeout.ms"] / 1000 + 30
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise AssertionError(f"the producer thread did not finish within {timeout}s")
+        if self._failure is not None:
+            raise AssertionError(
+                f"the producer thread failed: {self._failure!r}"
+            ) from self._failure
+        attempts = []
+        for partition, value in self._order:
+            outcome, error = self._outcomes.get(
+                (partition, value), (INDETERMINATE, "NO_DELIVERY_REPORT")
+            )
+            attempts.append(Attempt(partition, value, outcome, error))
+        return attempts, list(self._acks)
+
+    # -- the thread (every client call and callback happens here) -------------------------------
+
+    def _new_client(self):
+        from confluent_kafka import Producer
+
+        return Producer({**self.config, "error_cb": self._on_error})
+
+    def _on_error(self, error) -> None:
+        self.errors.append(f"{error.name()}: {error.str()}")
+        if error.fatal():
+            self.fatal_errors.append(f"{error.name()}: {error.str()}")
+            self._fatal = True
+
+    def _on_delivery(self, partition: int, value: bytes, error, message) -> None:
+        outcome, name = classify_delivery(error, retries=self.client_retries)
+        self._outcomes[partition, value] = (outcome, name)
+        if outcome == ACKED:
+            assert message.partition() == partition, (message.partition(), partition)
+            offset = message.offset()
+            self._acks.append(Ack(partition, offset if offset >= 0 else None, value))
+
+    def _replace_client(self, client):
+        """After a fatal error: collect the old client's reports, then start a new client."""
+        client.flush(self.config["message.timeout.ms"] / 1000 + 5)
+        self._fatal = False
+        return self._new_client()
+
+    def _run(self) -> None:
+        try:
+            self._send_loop()
+        except BaseException as error:  # reported by stop() and wait_for_acks()
+            self._failure = error
+
+    def _send_loop(self) -> None:
+        from confluent_kafka import KafkaException
+
+        client = self._new_client()
+        interval = 1 / self.rate if self.rate else 0.0
+        due = time.monotonic()
+        while not self._stopping.is_set() and (
+            self.max_sends is None or self.sent < self.max_sends
+        ):
+            if self._fatal:
+                client = self._replace_client(client)
+            partition = self.partitions[self.sent % len(self.partitions)]
+            value = make_value(partition, self._seq[partition], self.producer_name)
+            try:
+                client.produce(
+                    self.topic,
+                    value=value,
+                    partition=partition,
+                    on_delivery=lambda error, message, p=partition, v=value: self._on_delivery(
+                        p, v, error, message
+                    ),
+                )
+            except BufferError:
+                client.poll(0.05)  # the local queue is full: serve reports, then try again
+                continue
+            except KafkaException as error:  # not queued, so not sent: not an attempt
+                self.errors.append(f"produce: {error}")
+                if error.args and error.args[0].fatal():
+                    self._fatal = True
+                client.poll(0.05)
+                continue
+            self._seq[partition] += 1
+            self._order.append((partition, value))
+            due = max(due + interval, time.monotonic() - 1.0)  # no long burst after a stall
+            while (left := due - time.monotonic()) > 0:
+                client.poll(left)  # serves delivery reports while pacing
+            client.poll(0)
+        client.flush(self.config["message.timeout.ms"] / 1000 + 10)
+
+
+# -- the end of a run --------------------------------------------------------------------------
+
+
+def read_all(
+    cluster: Cluster,
+    topic: str,
+    *,
+    high_watermarks: Mapping[int, int] | None = None,
+    source: str = "leader",
+    timeout: float = 60.0,
+) -> list[Read]:
+    """Every record of every partition from offset 0 to its high watermark (as given, or
+    asked of the leaders now), read by a confluent-kafka consumer (no group: ``assign``) from
+    the leaders. Records at or past the high watermark are not kept. On ``timeout`` it returns
+    what it read (the check then reports what is missing)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    hws = dict(high_watermarks) if high_watermarks is not None else cluster.high_watermarks(topic)
+    pending = {partition for partition, hw in hws.items() if hw > 0}
+    reads: list[Read] = []
+    if not pending:
+        return reads
+    consumer = Consumer(
+        {
+            "bootstrap.servers": cluster.bootstrap(),
+            "group.id": f"tmq-read-all-{uuid.uuid4().hex}",  # required; never joined
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "error",  # offset 0 out of range must not be skipped over
+            "check.crcs": True,
+            "fetch.wait.max.ms": 100,
+        }
+    )
+    try:
+        consumer.assign([TopicPartition(topic, partition, 0) for partition in sorted(pending)])
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            for message in consumer.consume(num_messages=5000, timeout=0.5):
+                if message.error() is not None:
+                    raise AssertionError(f"read_all {topic}: {message.error()}")
+                partition, offset = message.partition(), message.offset()
+                if partition not in pending or offset >= hws[partition]:
+                    continue
+                reads.append(Read(partition, offset, message.value(), source))
+                if offset >= hws[partition] - 1:
+                    pending.discard(partition)
+                    consumer.pause([TopicPartition(topic, partition)])
+    finally:
+        consumer.close()
+    return reads
+
+
+def final_check(
+    cluster: Cluster,
+    topic: str,
+    attempts: Sequence[Attempt],
+    acks: Sequence[Ack],
+    *,
+    partitions: Iterable[int] | None = None,
+    converge: bool = True,
+    timeout: float = 60.0,
+) -> list[Violation]:
+    """The end of a run: (with ``converge``) wait until every partition's ISR is all its
+    replicas, take the high watermarks and log starts from the leaders, read everything,
+    note the ISR, stop the brokers, read their logs from disk, and ``check`` it all.
+
+    :returns: the violations (``[]``: every invariant held); pass them to
+        ``invariants.format_violations`` for a report.
+    """
+    wanted = sorted(cluster.metadata(topic)) if partitions is None else sorted(partitions)
+    isr: dict[int, tuple[int, ...]] = {}
+    for partition in wanted:
+        if converge:
+            isr[partition] = cluster.wait_for_isr(topic, partition, timeout=timeout).isr
+        else:
+            leader = cluster.wait_for_leader(topic, partition, timeout=timeout)
+            isr[partition] = cluster.metadata(topic, via=leader)[partition].isr
+    hws = cluster.high_watermarks(topic, wanted)
+    starts = cluster.log_start_offsets(topic, wanted)
+    reads = read_all(cluster, topic, high_watermarks=hws, timeout=timeout)
+    cluster.stop_brokers()
+    logs = cluster.replica_logs(topic, wanted)
+    return check(
+        acks,
+        attempts,
+        reads,
+        logs,
+        hws,
+        log_start_offsets=starts,
+        isr=isr if converge else None,
+    )
