@@ -37,6 +37,12 @@ class HighWatermarkTests:
         assert p.high_watermark == 15
         assert p.report(2, 20, 3).high_watermark_moved and p.high_watermark == 18
 
+    def test_an_isr_of_one_starts_at_the_log_end(self):
+        """A leader alone in its ISR (min.insync 1) starts with HW = LEO even from a stale
+        checkpoint, so a retried batch answered as a duplicate is committed at once."""
+        assert leader(isr=(1,), leo=30, hw=4, min_insync=1).high_watermark == 30
+        assert leader(isr=(1,), leo=30, hw=4, min_insync=2).high_watermark == 4
+
     def test_unknown_follower_holds_it(self):
         """Until every ISR follower reports in the epoch, the HW stays."""
         p = leader()

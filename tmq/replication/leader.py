@@ -114,6 +114,7 @@ class PartitionLeader:
             for replica in replicas
             if replica != broker_id
         }
+        self._advance()  # an ISR of one: the HW is the LEO at once (a stale checkpoint)
 
     # -- the ISR ------------------------------------------------------------------------------
 
