@@ -16,6 +16,7 @@ from tmq.cluster.controller import (
     assign_replicas,
     elect,
     rack_alternated,
+    reconcile,
     refresh_restarted,
 )
 from tmq.cluster.store import PartitionState, TopicSpec
@@ -166,9 +167,9 @@ class ElectionTests:
 
 class RefreshTests:
     def test_a_leader_registered_after_its_grant_gets_the_next_epoch(self):
-        """A state older than its leader's registration is refreshed: same leader and ISR,
-        epoch + 1, the controller's epoch, version 0 for the compare-and-swap."""
-        states = {0: state(1, 4, (1, 2), version=10), 1: state(2, 0, (2, 1), version=10)}
+        """A state older than its leader's registration is refreshed: same leader, the ISR's
+        live members, epoch + 1, the controller's epoch, version 0 for the compare-and-swap."""
+        states = {0: state(1, 4, (1, 2, 3), version=10), 1: state(2, 0, (2, 1), version=10)}
         changes = refresh_restarted(states, {1: 12, 2: 3}, controller_epoch=20)
         assert changes == {0: PartitionState(1, 5, (1, 2), 20, 0)}
 
@@ -181,3 +182,13 @@ class RefreshTests:
             2: state(-1, 6, (2,), version=5),
         }
         assert refresh_restarted(states, {1: 12, 2: 13}, controller_epoch=20) == {}
+
+    def test_a_restart_is_not_hidden_by_an_isr_change(self):
+        """The leader restarted while an ISR member died: one change, epoch + 1 and the
+        dead member out; an ISR-only write under the old epoch would have let the restarted
+        broker append under an epoch of its previous life."""
+        topic = spec({0: (1, 2), 1: (2, 1)})
+        states = {0: state(1, 3, (1, 2), version=10), 1: state(2, 0, (2, 1), version=10)}
+        changes = reconcile(topic, states, {1: 15}, controller_epoch=16)
+        assert changes[0] == PartitionState(1, 4, (1,), 16, 0)
+        assert changes[1] == PartitionState(1, 1, (1,), 16, 0)

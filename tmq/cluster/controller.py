@@ -24,7 +24,9 @@ factor ``f``, each partition therefore spans ``min(r, f)`` racks.
 * an offline partition whose ISR member returns gets it as leader (epoch + 1);
 * a live leader that registered again after its leadership was written (the state's
   ``version`` is below the leader's ``broker_epoch``: both come from the store's one revision
-  counter) leads again under epoch + 1 (``refresh_restarted``). One epoch is one history: a
+  counter) leads again under epoch + 1, with the ISR's dead members dropped
+  (``refresh_restarted``, decided before ``elect``, whose ISR-only change would otherwise hide
+  the restart by writing a newer version under the same epoch). One epoch is one history: a
   broker that restarted may have lost an unflushed tail, and must not append at offsets its
   followers hold under the same epoch.
 
@@ -46,6 +48,7 @@ __all__ = [
     "assign_replicas",
     "elect",
     "rack_alternated",
+    "reconcile",
     "refresh_restarted",
 ]
 
@@ -169,8 +172,8 @@ def refresh_restarted(
     controller_epoch: int,
 ) -> dict[int, PartitionState]:
     """The partitions whose live leader registered after its leadership was written (see the
-    module), each with epoch + 1 and the same leader and ISR, version 0. ``broker_epochs``
-    maps the live brokers to their registrations' epochs."""
+    module), each with epoch + 1, the same leader, the ISR's live members, version 0.
+    ``broker_epochs`` maps the live brokers to their registrations' epochs."""
     changes = {}
     for partition, state in states.items():
         epoch = broker_epochs.get(state.leader)
@@ -178,7 +181,23 @@ def refresh_restarted(
             changes[partition] = replace(
                 state,
                 leader_epoch=state.leader_epoch + 1,
+                isr=tuple(m for m in state.isr if m in broker_epochs or m == state.leader),
                 controller_epoch=controller_epoch,
                 version=0,
             )
+    return changes
+
+
+def reconcile(
+    spec: TopicSpec,
+    states: Mapping[int, PartitionState],
+    broker_epochs: Mapping[int, int],
+    controller_epoch: int,
+) -> dict[int, PartitionState]:
+    """Every change the controller writes for ``spec`` now that ``broker_epochs`` (id ->
+    registration epoch) are the live brokers: ``refresh_restarted`` first, ``elect`` for the
+    other partitions."""
+    changes = refresh_restarted(states, broker_epochs, controller_epoch)
+    unchanged = {p: s for p, s in states.items() if p not in changes}
+    changes.update(elect(spec, unchanged, frozenset(broker_epochs), controller_epoch))
     return changes

@@ -3,10 +3,10 @@ the live brokers, and create topics.
 
 Every broker campaigns through its registration; the one holding the ``controller`` key acts:
 
-* on winning, and whenever a broker registers or is lost, it *reconciles*: for every
-  partition, ``controller.elect`` (leaders for partitions whose leader is gone, dead members
-  out of the ISR) and then ``controller.refresh_restarted`` (epoch + 1 for leaders that
-  registered again since their leadership was written);
+* on winning, and whenever a broker registers or is lost, it *reconciles*
+  (``controller.reconcile``): epoch + 1 for leaders that registered again since their
+  leadership was written, leaders for partitions whose leader is gone, dead members out of
+  the ISR;
 * CreateTopics: replicas assigned over the live brokers (rack-aware), the first replica
   leads, the ISR is every replica, epoch 0.
 
@@ -28,7 +28,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from .controller import assign_replicas, elect, refresh_restarted
+from .controller import assign_replicas, reconcile
 from .store import (
     ControllerFence,
     Fenced,
@@ -122,8 +122,7 @@ class ControllerService:
             self.reconcile()
 
     def _decisions(self) -> list[tuple[str, int, PartitionState, PartitionState]]:
-        live = self.view.live
-        broker_epochs = {broker_id: info.broker_epoch for broker_id, info in live.items()}
+        broker_epochs = {id_: info.broker_epoch for id_, info in self.view.live.items()}
         decisions = []
         for name, spec in sorted(self.view.topics.items()):
             states = {}
@@ -131,9 +130,7 @@ class ControllerService:
                 state = self.view.states.get((name, index))
                 if state is not None:
                     states[index] = state
-            changes = elect(spec, states, frozenset(live), self.epoch)
-            unchanged = {p: s for p, s in states.items() if p not in changes}
-            changes.update(refresh_restarted(unchanged, broker_epochs, self.epoch))
+            changes = reconcile(spec, states, broker_epochs, self.epoch)
             for index, new in sorted(changes.items()):
                 decisions.append((name, index, states[index], new))
         return decisions
