@@ -15,7 +15,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-import cluster_helpers
+import process_cluster
 import pytest
 from integration_helpers import BrokerProcess
 
@@ -29,7 +29,7 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 
 
 #: ``cluster_factory(size=3, *settings, metadata="etcd", racks=...)``: etcd and brokers.
-cluster_factory = pytest.fixture(cluster_helpers.cluster_factory)
+cluster_factory = pytest.fixture(process_cluster.cluster_factory)
 
 
 def pytest_collection_modifyitems(items):

@@ -1,7 +1,7 @@
 """The safety invariants of a replicated run (kafka-notes §5.3, I1-I9), checked after the run.
 
 Pure Python: the inputs are plain records of what happened, gathered by the harness
-(``cluster_helpers``) or written by hand in a test:
+(``process_cluster``) or written by hand in a test:
 
 * ``Attempt``: every send, with its final outcome: ``"acked"``, ``"failed"`` (a definite
   error: nothing was written; ``error`` names it) or ``"indeterminate"`` (the write may or may

@@ -1,4 +1,4 @@
-"""The cluster harness (``cluster_helpers``): its etcd, its broker processes and their faults,
+"""The cluster harness (``process_cluster``): its etcd, its broker processes and their faults,
 its producer and its end-of-run check, on one broker with local metadata and on a cluster of
 three brokers sharing an etcd."""
 
@@ -10,10 +10,10 @@ import urllib.request
 
 import etcd3
 import pytest
-from cluster_helpers import AckingProducer, BrokerNode, final_check
 from integration_helpers import RawClient
 from invariants import ACKED, format_violations
 from pipeline_helpers import wait_for
+from process_cluster import AckingProducer, BrokerNode, final_check
 
 from tmq.protocol.apis import ApiKey
 

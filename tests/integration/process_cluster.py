@@ -12,7 +12,7 @@ to inject into them, a producer that records what it was told, and the end-of-ru
 * ``read_all``, ``final_check``: the full read from each leader and the invariant check
   (``invariants.check``) with the replicas' logs read from disk.
 * ``cluster_factory``: the body of a pytest fixture (register it in a conftest:
-  ``cluster_factory = pytest.fixture(cluster_helpers.cluster_factory)``).
+  ``cluster_factory = pytest.fixture(process_cluster.cluster_factory)``).
 
 Processes are started from the calling thread and are not tied to its life (a fault thread
 may restart a broker); ``Cluster.close`` (the fixture's teardown) stops every one.
@@ -747,7 +747,7 @@ def cluster_factory(tmp_path: Path):
 
     Register it in a conftest::
 
-        cluster_factory = pytest.fixture(cluster_helpers.cluster_factory)
+        cluster_factory = pytest.fixture(process_cluster.cluster_factory)
     """
     made: list[Cluster] = []
 
