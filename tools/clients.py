@@ -8,14 +8,20 @@ brokers exit 1 with a one-line reason.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from tmq.protocol.compression import Codec
 
 from .errors import CommandError
 
-__all__ = ["add_parsers", "bootstrap_option"]
+if TYPE_CHECKING:
+    from tmq.client.admin import PartitionOffsets
+
+__all__ = ["add_parsers", "bootstrap_option", "describe_json", "describe_lines"]
 
 _DEFAULT_BOOTSTRAP = "localhost:9092"
 _ACKS = {"all": -1, "-1": -1, "1": 1, "0": 0}
@@ -50,8 +56,18 @@ def add_parsers(commands) -> None:
     listing = actions.add_parser("list", help="list the topics")
     bootstrap_option(listing)
     listing.set_defaults(run=_list)
-    describe = actions.add_parser("describe", help="partitions, leaders, replicas and ISR")
+    describe = actions.add_parser(
+        "describe",
+        help="partitions: leader, epoch, replicas, ISR, high watermark, log end offsets",
+        description=(
+            "One line per partition: its leader (none when offline), leader epoch, replicas, "
+            "in-sync replicas, the leader's high watermark (hw) and each replica's log end "
+            "offset (leo, by broker id). A value a broker could not give (unreachable, not "
+            "live, or answering an error) is shown as ?, null with --json."
+        ),
+    )
     describe.add_argument("name", nargs="?", help="one topic (default: all)")
+    describe.add_argument("--json", action="store_true", help="print one JSON document")
     bootstrap_option(describe)
     describe.set_defaults(run=_describe)
     delete = actions.add_parser("delete", help="delete a topic and its data")
@@ -133,20 +149,81 @@ def _list(args) -> int:
 
 @_client_errors
 def _describe(args) -> int:
-    from tmq.client.sync import SyncAdmin
+    from tmq.client.admin import Admin
+    from tmq.client.cluster import Cluster
+    from tmq.client.sync import shared_reactor_thread
 
-    with SyncAdmin(args.bootstrap) as admin:
-        topics = admin.describe_topics(None if args.name is None else [args.name])
-    for name in sorted(topics):
-        topic = topics[name]
-        print(f"topic {name}: {topic.partition_count} partitions")
-        for index in sorted(topic.partitions):
-            p = topic.partitions[index]
-            print(
-                f"  partition {index}: leader {p.leader} epoch {p.leader_epoch} "
-                f"replicas {list(p.replicas)} isr {list(p.isr)}"
-            )
+    # Admin.describe_offsets has no blocking wrapper in SyncAdmin: run it on the shared
+    # reactor thread as SyncAdmin would.
+    runner = shared_reactor_thread()
+    cluster = runner.call(Cluster, runner.reactor, args.bootstrap)
+    try:
+        admin = runner.call(Admin, cluster)
+        topics = runner.call(admin.describe_offsets, None if args.name is None else [args.name])
+    finally:
+        runner.call(cluster.close)
+    if args.json:
+        print(json.dumps(describe_json(topics), indent=2))
+    else:
+        for line in describe_lines(topics):
+            print(line)
     return 0
+
+
+def describe_lines(topics: Mapping[str, Mapping[int, PartitionOffsets]]) -> list[str]:
+    """``tmq topics describe`` as text: per topic ``topic NAME: N partitions``, then per
+    partition ``  partition I: leader L epoch E replicas [..] isr [..] hw H leo {B: O, ..}``
+    (``leader none`` when offline; ``?`` for an unknown offset), topics by name."""
+    lines = []
+    for name in sorted(topics):
+        partitions = topics[name]
+        lines.append(f"topic {name}: {len(partitions)} partitions")
+        for index in sorted(partitions):
+            offsets = partitions[index]
+            p = offsets.info
+            leader = p.leader if p.leader >= 0 else "none"
+            ends = ", ".join(
+                f"{replica}: {_known(end)}" for replica, end in offsets.log_end_offsets.items()
+            )
+            lines.append(
+                f"  partition {index}: leader {leader} epoch {p.leader_epoch} "
+                f"replicas {list(p.replicas)} isr {list(p.isr)} "
+                f"hw {_known(offsets.high_watermark)} leo {{{ends}}}"
+            )
+    return lines
+
+
+def describe_json(topics: Mapping[str, Mapping[int, PartitionOffsets]]) -> dict:
+    """``tmq topics describe --json``: ``{"topics": [{"name", "partitions": [{"partition",
+    "leader" (null when offline), "leader_epoch", "replicas", "isr", "offline_replicas",
+    "high_watermark", "log_end_offsets": {"<broker id>": offset}}]}]}``, unknown offsets
+    null, topics by name and partitions by index."""
+    described = []
+    for name in sorted(topics):
+        partitions = []
+        for index in sorted(topics[name]):
+            offsets = topics[name][index]
+            p = offsets.info
+            partitions.append(
+                {
+                    "partition": index,
+                    "leader": p.leader if p.leader >= 0 else None,
+                    "leader_epoch": p.leader_epoch,
+                    "replicas": list(p.replicas),
+                    "isr": list(p.isr),
+                    "offline_replicas": list(p.offline_replicas),
+                    "high_watermark": offsets.high_watermark,
+                    "log_end_offsets": {
+                        str(replica): end for replica, end in offsets.log_end_offsets.items()
+                    },
+                }
+            )
+        described.append({"name": name, "partitions": partitions})
+    return {"topics": described}
+
+
+def _known(offset: int | None) -> str:
+    return "?" if offset is None else str(offset)
 
 
 @_client_errors

@@ -22,6 +22,7 @@ __all__ = ["fetch", "list_offsets", "offset_for_leader_epoch", "produce"]
 
 _LATEST = -1
 _EARLIEST = -2
+_DEBUGGING_REPLICA_ID = -2  # ListOffsets from a tool: any replica answers, with its LEO
 
 
 def _deferred_from_future(clock, future) -> defer.Deferred:
@@ -307,18 +308,32 @@ def _fetch_partition(broker: Broker, name: str, wanted: dict, budget: int, first
 
 
 def list_offsets(broker: Broker, header: RequestHeader, request: dict) -> dict:
-    """Earliest (-2), latest (-1: the high watermark) or the first offset at a timestamp."""
+    """Earliest (-2), latest (-1) or the first offset at a timestamp, per partition.
+
+    ``replica_id`` -1 (consumers): asked of the leader only, KIP-320 fenced by
+    ``current_leader_epoch``; latest is the high watermark and a timestamp finds only offsets
+    below it. ``replica_id`` -2 (Kafka's DEBUGGING_REPLICA_ID, used by ``tmq topics
+    describe``): any replica answers, leader or follower, without the epoch check or the
+    lease check; latest is that replica's log end offset and a timestamp finds offsets below
+    it. A partition this broker does not hold in the asked role is answered
+    NOT_LEADER_OR_FOLLOWER (UNKNOWN_TOPIC_OR_PARTITION when it does not exist).
+    """
+    replica_read = request["replica_id"] == _DEBUGGING_REPLICA_ID
     topics = []
     for topic in request["topics"]:
         name = topic["name"]
         partitions = []
         for wanted in topic["partitions"]:
-            partitions.append(_list_offset(broker, name, wanted))
+            if replica_read:
+                partitions.append(_list_replica_offset(broker, name, wanted))
+            else:
+                partitions.append(_list_offset(broker, name, wanted))
         topics.append({"name": name, "partitions": partitions})
     return {"topics": topics}
 
 
 def _list_offset(broker: Broker, name: str, wanted: dict) -> dict:
+    """A consumer's ListOffsets entry: the leader's view, bounded by the high watermark."""
     index = wanted["partition_index"]
     entry = {"partition_index": index, "error_code": ErrorCode.NONE}
     partition = broker.partitions.get((name, index))
@@ -329,25 +344,45 @@ def _list_offset(broker: Broker, name: str, wanted: dict) -> dict:
     if error != ErrorCode.NONE:
         entry["error_code"] = error
         return entry
-    timestamp = wanted["timestamp"]
-    if timestamp == _LATEST:
+    if wanted["timestamp"] == _LATEST:
         entry.update(offset=partition.high_watermark, leader_epoch=partition.leader_epoch)
-    elif timestamp == _EARLIEST:
-        offset = partition.log_start_offset
-        entry.update(offset=offset, leader_epoch=partition.log.epochs.epoch_at(offset))
-    else:
-        try:
-            found = partition.log.offset_for_timestamp(timestamp)
-        except LogError as error:
-            entry["error_code"] = error.error_code
-            return entry
-        if found is not None and found[0] < partition.high_watermark:
-            offset, stamp = found
-            entry.update(
-                offset=offset,
-                timestamp=stamp,
-                leader_epoch=partition.log.epochs.epoch_at(offset),
-            )
+        return entry
+    return _offset_in_log(entry, partition.log, wanted["timestamp"], partition.high_watermark)
+
+
+def _list_replica_offset(broker: Broker, name: str, wanted: dict) -> dict:
+    """A debugging ListOffsets entry (replica_id -2): this replica's own log, whether it leads
+    or follows, bounded by its log end offset."""
+    index = wanted["partition_index"]
+    entry = {"partition_index": index, "error_code": ErrorCode.NONE}
+    replica = broker.partitions.get((name, index))
+    if replica is None:
+        replica = broker.followers.get((name, index))
+    if replica is None:
+        entry["error_code"] = broker.not_led_error(name, index)
+        return entry
+    end = replica.log.log_end_offset
+    if wanted["timestamp"] == _LATEST:
+        entry.update(offset=end, leader_epoch=replica.leader_epoch)
+        return entry
+    return _offset_in_log(entry, replica.log, wanted["timestamp"], end)
+
+
+def _offset_in_log(entry: dict, log, timestamp: int, limit: int) -> dict:
+    """Complete ``entry`` with the log start (EARLIEST) or the first offset stamped at or
+    after ``timestamp`` that is below ``limit`` (none found: the response's default -1)."""
+    if timestamp == _EARLIEST:
+        offset = log.log_start_offset
+        entry.update(offset=offset, leader_epoch=log.epochs.epoch_at(offset))
+        return entry
+    try:
+        found = log.offset_for_timestamp(timestamp)
+    except LogError as error:
+        entry["error_code"] = error.error_code
+        return entry
+    if found is not None and found[0] < limit:
+        offset, stamp = found
+        entry.update(offset=offset, timestamp=stamp, leader_epoch=log.epochs.epoch_at(offset))
     return entry
 
 

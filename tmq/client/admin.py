@@ -4,6 +4,12 @@ CreateTopics and DeleteTopics go to the controller named in Metadata; a topic an
 NOT_CONTROLLER (the controller moved) or a connection failure is retried on the controller of
 refreshed metadata, until ``api_timeout_ms``. Each topic has its own outcome: the batch calls
 return ``{name: None or BrokerResponseError}``, the single-topic calls fail with the error.
+
+``describe_offsets`` adds to the metadata where each partition's log stands: the leader's high
+watermark (ListOffsets LATEST as a consumer asks it, ``replica_id`` -1) and every replica's log
+end offset (ListOffsets LATEST with ``replica_id`` -2, Kafka's DEBUGGING_REPLICA_ID, which any
+replica answers from its own log). One request per broker and kind, all at once; what a broker
+cannot tell is ``None``.
 """
 
 from __future__ import annotations
@@ -12,16 +18,22 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import deferLater
+from twisted.python.failure import Failure
 
 from tmq.protocol.apis import ApiKey
 from tmq.protocol.errors import ErrorCode
 
-from .cluster import BrokerInfo, Cluster, TopicInfo
+from .cluster import BrokerInfo, Cluster, ClusterMetadata, PartitionInfo, TopicInfo
 from .errors import BrokerResponseError, KafkaError
 
-__all__ = ["Admin", "ClusterInfo", "NewTopic"]
+__all__ = ["Admin", "ClusterInfo", "NewTopic", "PartitionOffsets"]
+
+_LATEST = -1  # ListOffsets timestamp: the high watermark (consumer) or log end offset (replica)
+_CONSUMER = -1  # ListOffsets replica_id of a consumer: the leader answers, with the HW
+_DEBUGGING_REPLICA = -2  # ListOffsets replica_id of a tool: any replica answers, with its LEO
+_READ_UNCOMMITTED = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +56,24 @@ class ClusterInfo:
     cluster_id: str | None
     controller_id: int
     brokers: list[BrokerInfo]
+
+
+@dataclasses.dataclass(frozen=True)
+class PartitionOffsets:
+    """One partition's metadata and where its log stands on each replica.
+
+    :ivar info: the partition's leader, epoch, replicas and ISR, from the same Metadata answer
+        the offsets were asked by.
+    :ivar high_watermark: the leader's high watermark; ``None`` when there is no leader, or it
+        could not be reached, or it answered an error (e.g. it no longer leads).
+    :ivar log_end_offsets: ``{replica broker id: log end offset}`` for every assigned replica,
+        in replica order; ``None`` for a replica whose broker is not live in the metadata,
+        could not be reached, or answered an error.
+    """
+
+    info: PartitionInfo
+    high_watermark: int | None
+    log_end_offsets: dict[int, int | None]
 
 
 class Admin:
@@ -138,17 +168,110 @@ class Admin:
             UNKNOWN_TOPIC_OR_PARTITION when a named topic does not exist.
         """
         wanted = None if names is None else list(names)
-        described = self._cluster.describe(wanted)
+        return self._cluster.describe(wanted).addCallback(_found_topics, wanted)
 
-        def topics(metadata: Any) -> dict[str, TopicInfo]:
-            missing = [name for name in wanted or () if name not in metadata.topics]
-            if missing:
-                raise BrokerResponseError(
-                    ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"Metadata for {', '.join(missing)}"
+    def describe_offsets(self, names: Iterable[str] | None = None) -> Deferred:
+        """Metadata of ``names`` (every topic when ``None``) with each partition's high
+        watermark and its replicas' log end offsets.
+
+        The high watermark is asked of the leader named by the metadata, fenced by its leader
+        epoch; each log end offset of the replica's broker (ListOffsets ``replica_id`` -2, one
+        request per broker). A broker that cannot be reached or answers an error makes its
+        values ``None``; that never fails the call. The values are read one broker at a time,
+        so under traffic a log end offset may be ahead of the high watermark or of another
+        replica's without being behind in replication.
+
+        :returns: a Deferred firing with ``{name: {partition index: PartitionOffsets}}``, or
+            failing as ``describe_topics`` does (UNKNOWN_TOPIC_OR_PARTITION for a named topic
+            that does not exist, a ``KafkaError`` when no broker answers Metadata).
+        """
+        wanted = None if names is None else list(names)
+        return Deferred.fromCoroutine(self._describe_offsets(wanted))
+
+    async def _describe_offsets(
+        self, wanted: list[str] | None
+    ) -> dict[str, dict[int, PartitionOffsets]]:
+        metadata: ClusterMetadata = await self._cluster.describe(wanted)
+        topics = _found_topics(metadata, wanted)
+        leaders: dict[int, list[PartitionInfo]] = {}
+        replicas: dict[int, list[PartitionInfo]] = {}
+        for topic in topics.values():
+            for partition in topic.partitions.values():
+                if partition.leader in metadata.brokers:
+                    leaders.setdefault(partition.leader, []).append(partition)
+                for replica in partition.replicas:
+                    if replica in metadata.brokers:
+                        replicas.setdefault(replica, []).append(partition)
+        asked = [
+            self._latest_offsets(node, _CONSUMER, partitions)
+            for node, partitions in sorted(leaders.items())
+        ] + [
+            self._latest_offsets(node, _DEBUGGING_REPLICA, partitions)
+            for node, partitions in sorted(replicas.items())
+        ]
+        answers = await gatherResults(asked)
+        high_watermarks: dict[tuple[str, int], int] = {}
+        for answer in answers[: len(leaders)]:
+            high_watermarks.update(answer)
+        ends: dict[int, dict[tuple[str, int], int]] = dict(
+            zip(sorted(replicas), answers[len(leaders) :], strict=True)
+        )
+        return {
+            name: {
+                index: PartitionOffsets(
+                    info=partition,
+                    high_watermark=high_watermarks.get((name, index)),
+                    log_end_offsets={
+                        replica: ends.get(replica, {}).get((name, index))
+                        for replica in partition.replicas
+                    },
                 )
-            return dict(metadata.topics)
+                for index, partition in sorted(topic.partitions.items())
+            }
+            for name, topic in topics.items()
+        }
 
-        return described.addCallback(topics)
+    def _latest_offsets(
+        self, node: int, replica_id: int, partitions: list[PartitionInfo]
+    ) -> Deferred:
+        """ListOffsets LATEST of ``partitions`` at broker ``node`` as ``replica_id``.
+
+        :returns: a Deferred firing with ``{(topic, index): offset}`` for the partitions
+            answered without error; a failed request (unreachable broker, timeout, version
+            mismatch) fires with ``{}``.
+        """
+        by_topic: dict[str, list[dict]] = {}
+        for partition in partitions:
+            # a consumer read is fenced by the epoch the metadata named, so the high
+            # watermark is the one of the leadership described; a replica read is not fenced
+            epoch = partition.leader_epoch if replica_id == _CONSUMER else -1
+            by_topic.setdefault(partition.topic, []).append(
+                {
+                    "partition_index": partition.partition,
+                    "current_leader_epoch": epoch,
+                    "timestamp": _LATEST,
+                }
+            )
+        body = {
+            "replica_id": replica_id,
+            "isolation_level": _READ_UNCOMMITTED,
+            "topics": [{"name": name, "partitions": parts} for name, parts in by_topic.items()],
+        }
+
+        def offsets(response: Any) -> dict[tuple[str, int], int]:
+            found = {}
+            for topic in response.topics:
+                for answer in topic.partitions:
+                    if answer.error_code == ErrorCode.NONE and answer.offset >= 0:
+                        found[topic.name, answer.partition_index] = answer.offset
+            return found
+
+        def unknown(failure: Failure) -> dict:
+            failure.trap(KafkaError)
+            return {}
+
+        sent = self._cluster.send(node, ApiKey.LIST_OFFSETS, body)
+        return sent.addCallbacks(offsets, unknown)
 
     def list_topics(self) -> Deferred:
         """The names of every topic but internal ones, sorted."""
@@ -222,6 +345,16 @@ class Admin:
 
 
 _NAMES = {ApiKey.CREATE_TOPICS: "CreateTopics", ApiKey.DELETE_TOPICS: "DeleteTopics"}
+
+
+def _found_topics(metadata: ClusterMetadata, wanted: list[str] | None) -> dict[str, TopicInfo]:
+    """The topics of a Metadata answer; UNKNOWN_TOPIC_OR_PARTITION if one ``wanted`` is not."""
+    missing = [name for name in wanted or () if name not in metadata.topics]
+    if missing:
+        raise BrokerResponseError(
+            ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"Metadata for {', '.join(missing)}"
+        )
+    return dict(metadata.topics)
 
 
 def _single(outcomes: dict[str, KafkaError | None], name: str) -> None:
