@@ -292,3 +292,82 @@ def test_f13_etcd_killed_and_restarted_during_produce(cluster_factory):
     cluster.broker(leader).restart()
     attempts, acks = producer.stop()
     assert_clean(final_check(cluster, "f13", attempts, acks))
+
+
+def test_f9_two_failovers_with_no_write_between_converge(cluster_factory):
+    """F9 (KIP-279): leadership moves twice with nothing written in the middle epoch (its
+    leader killed at once); the replicas that come back hold epochs the final leader never
+    wrote under, truncate by the epochs and converge; no invariant breaks."""
+    cluster = started(cluster_factory, "f9")
+    producer = AckingProducer(cluster, "f9", 1, rate=400).start()
+    producer.wait_for_acks(100)
+    attempts, acks = producer.stop()  # nothing is written in the next epoch
+    first = cluster.wait_for_leader("f9", 0)
+    cluster.broker(first).kill()
+    second = cluster.wait_for_leader("f9", 0, not_in={first}, timeout=60)
+    cluster.broker(second).kill()
+    third = cluster.wait_for_leader("f9", 0, not_in={first, second}, timeout=60)
+    epoch = cluster.metadata("f9", via=third)[0].leader_epoch
+    assert epoch >= 2
+    cluster.broker(first).restart()
+    cluster.broker(second).restart()
+    producer = AckingProducer(cluster, "f9", 1, rate=400, producer="v").start()
+    producer.wait_for_acks(100, timeout=60)
+    more_attempts, more_acks = producer.stop()
+    violations = final_check(cluster, "f9", attempts + more_attempts, acks + more_acks)
+    assert_clean(violations)
+
+
+def test_kafka_python_consumer_keeps_reading_through_a_failover(cluster_factory):
+    """A kafka-python 3 consumer (assign, no group) reading while the leader is killed:
+    it moves to the new leader, validates its position there (OffsetForLeaderEpoch) and
+    reads every committed value exactly once, in offset order."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    cluster = started(cluster_factory, "kp")
+    producer = AckingProducer(cluster, "kp", 1, rate=None, max_sends=3000).start()
+    producer.wait_for_acks(3000, timeout=120)
+    _, acks = producer.stop()
+    consumer = KafkaConsumer(
+        bootstrap_servers=cluster.bootstrap(),
+        enable_auto_commit=False,
+        max_poll_records=100,
+        request_timeout_ms=10_000,
+        retry_backoff_ms=100,
+    )
+    try:
+        consumer.assign([TopicPartition("kp", 0)])
+        consumer.seek_to_beginning()
+        offsets: list[int] = []
+        values: list[bytes] = []
+
+        def read(until: int) -> None:
+            deadline = time.monotonic() + 120
+            while len(offsets) < until:
+                assert time.monotonic() < deadline, f"read {len(offsets)} of {until}"
+                for records in consumer.poll(timeout_ms=500).values():
+                    for record in records:
+                        offsets.append(record.offset)
+                        values.append(record.value)
+
+        read(500)
+        leader = cluster.wait_for_leader("kp", 0)
+        cluster.broker(leader).kill()
+        cluster.wait_for_leader("kp", 0, not_in={leader}, timeout=60)
+        read(len(acks))
+    finally:
+        consumer.close()
+    assert offsets == list(range(len(acks)))
+    assert sorted(values) == sorted(ack.value for ack in acks)
+
+
+def test_replicas_spread_over_racks(cluster_factory):
+    """Brokers started with --rack r1, r1, r2: every partition of an RF=2 topic has one
+    replica in each rack, and leaders are spread over the brokers."""
+    cluster = cluster_factory(3, *SETTINGS, racks={1: "r1", 2: "r1", 3: "r2"})
+    cluster.create_topic("racks", partitions=6, replication_factor=2)
+    racks = {1: "r1", 2: "r1", 3: "r2"}
+    metadata = cluster.metadata("racks")
+    for state in metadata.values():
+        assert {racks[r] for r in state.replicas} == {"r1", "r2"}
+    assert {state.leader for state in metadata.values()} == {1, 2, 3}
