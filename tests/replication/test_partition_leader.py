@@ -31,7 +31,7 @@ class HighWatermarkTests:
     def test_min_over_the_isr(self):
         """The HW is the smallest LEO over the ISR, leader included."""
         p = leader()
-        p.appended(20)
+        p.appended(20, 0)
         assert p.report(2, 15, 1) == Report(False, None)  # 3 has not reported
         assert p.report(3, 18, 2) == Report(True, None)
         assert p.high_watermark == 15
@@ -46,14 +46,14 @@ class HighWatermarkTests:
     def test_unknown_follower_holds_it(self):
         """Until every ISR follower reports in the epoch, the HW stays."""
         p = leader()
-        p.appended(30)
+        p.appended(30, 0)
         p.report(2, 30, 1)
         assert p.high_watermark == 10
 
     def test_never_backwards(self):
         """A lower report (a follower that truncated) does not move the HW back."""
         p = leader()
-        p.appended(20)
+        p.appended(20, 0)
         p.report(2, 20, 1)
         p.report(3, 20, 1)
         p.report(3, 12, 2)
@@ -64,9 +64,9 @@ class HighWatermarkTests:
         may not append."""
         p = leader(isr=(1,), min_insync=2)
         assert not p.enough_replicas
-        assert not p.appended(20) and p.high_watermark == 10
+        assert not p.appended(20, 0) and p.high_watermark == 10
         q = leader(isr=(1,), min_insync=1)
-        assert q.enough_replicas and q.appended(20) and q.high_watermark == 20
+        assert q.enough_replicas and q.appended(20, 0) and q.high_watermark == 20
 
     def test_reports_beyond_the_leader_or_from_strangers_refused(self):
         """A follower cannot be ahead of its leader; a non-replica is no follower."""
@@ -82,10 +82,10 @@ class IsrTests:
         """A follower at the HW and past the epoch start joins: the expansion is proposed and
         counts for the HW before its write commits (KIP-497)."""
         p = leader(isr=(1, 2))
-        p.appended(20)
+        p.appended(20, 0)
         p.report(2, 20, 1)
         assert p.high_watermark == 20
-        p.appended(25)
+        p.appended(25, 0)
         report = p.report(3, 20, 2)
         assert report.expand_to == (1, 2, 3) and p.maximal_isr == (1, 2, 3)
         p.report(2, 25, 3)
@@ -115,23 +115,35 @@ class IsrTests:
 
     def test_stuck_follower_lags_after_the_lag_time(self):
         """A follower that stops reporting while the leader appends lags once lag time has
-        passed since it was last caught up; an idle, caught-up follower never does."""
+        passed since it was last caught up (at the append it missed); an idle, caught-up
+        follower never does."""
         p = leader(now=0)
         p.report(2, 10, 0)
         p.report(3, 10, 0)
         assert p.lagging(LAG * 5) == ()  # nothing appended: both caught up
-        p.appended(15)
+        p.appended(15, 50)
         p.report(2, 15, 100)
-        assert p.lagging(LAG) == ()
-        assert p.lagging(LAG + 1) == (3,)
+        assert p.lagging(LAG + 50) == ()
+        assert p.lagging(LAG + 51) == (3,)
+
+    def test_an_idle_follower_is_caught_up_until_the_next_append(self):
+        """Followers level with the leader through a long idle spell (no reports: pushes only
+        go out with data) count as caught up at the append that ends it, not at their last
+        report."""
+        p = leader(now=0)
+        p.report(2, 10, 0)
+        p.report(3, 10, 0)
+        p.appended(15, 100_000)
+        assert p.lagging(100_000 + LAG) == ()
+        assert p.lagging(100_000 + LAG + 1) == (2, 3)
 
     def test_slow_follower_caught_up_at_its_previous_report(self):
         """A follower that reaches, at each report, the leader's LEO of its previous report
         is caught up as of that previous report (Replica.updateFetchState)."""
         p = leader(now=0)
-        p.appended(20)
+        p.appended(20, 0)
         p.report(3, 10, 1_000)  # behind; the leader was at 20
-        p.appended(30)
+        p.appended(30, 2_000)
         p.report(3, 20, 8_000)  # reached 20: caught up as of 1_000
         p.report(2, 30, 8_000)
         assert p.followers[3].last_caught_up_ms == 1_000
@@ -141,7 +153,7 @@ class IsrTests:
     def test_shrink_counts_only_once_committed(self):
         """Dropping a lagging follower lets the HW move only after the write commits."""
         p = leader()
-        p.appended(20)
+        p.appended(20, 0)
         p.report(2, 20, 1)
         assert p.high_watermark == 10  # 3 never reported
         assert p.isr_committed((1, 2)) and p.high_watermark == 20
@@ -176,7 +188,7 @@ class PropertyTests:
             now += 500
             if step[0] == "append":
                 leo += step[1]
-                p.appended(leo)
+                p.appended(leo, now)
             elif step[0] == "report":
                 p.report(step[1], min(step[2], leo), now)
             elif step[0] == "commit":

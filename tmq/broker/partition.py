@@ -139,7 +139,7 @@ class Partition:
             header._replace(base_offset=info.base_offset, partition_leader_epoch=self.leader_epoch),
             now,
         )
-        moved = self.replication.appended(self.log.log_end_offset)
+        moved = self.replication.appended(self.log.log_end_offset, now)
         for listener in list(self._data_listeners):
             listener()
         if moved:

@@ -9,7 +9,9 @@ and ``Replica``:
   ack does). A follower is *caught up* when its LEO equals the leader's, or was at least the
   leader's LEO at the previous report within ``lag_time_ms`` (``Replica.updateFetchState``):
   a report at ``>=`` the leader's LEO marks it caught up now, a report at ``>=`` the leader's
-  LEO of its previous report marks it caught up at that previous time. Until its first report
+  LEO of its previous report marks it caught up at that previous time, and a follower level
+  with the leader when the leader appends was caught up until then (an idle follower of a
+  pushed stream sends no reports). Until its first report
   in this epoch a follower's LEO is unknown.
 * **High watermark** = min(leader LEO, LEO of every member of the *maximal* ISR); it moves
   only forward, and only while the maximal ISR has at least ``min_insync`` members
@@ -154,8 +156,14 @@ class PartitionLeader:
 
     # -- progress -----------------------------------------------------------------------------
 
-    def appended(self, log_end_offset: int) -> bool:
-        """The leader's own log grew; returns whether the HW moved (an ISR of one)."""
+    def appended(self, log_end_offset: int, now_ms: int) -> bool:
+        """The leader's own log grew at ``now_ms``; returns whether the HW moved (an ISR of
+        one). Followers level with the old log end were caught up until this instant: with
+        pushed replication an idle follower sends no reports, so without this its last
+        report, however old, would date its lag the moment writes resume."""
+        for progress in self.followers.values():
+            if progress.log_end_offset == self.log_end_offset:
+                progress.last_caught_up_ms = max(progress.last_caught_up_ms, now_ms)
         self.log_end_offset = log_end_offset
         return self._advance()
 
