@@ -16,6 +16,9 @@ Reported per client: messages/s and MB/s, the client's and the broker's CPU time
 every 64th record (under full load, so it includes queueing). Next to them, baselines measured
 in the same run: loopback TCP throughput between two threads, and raw ``write`` + ``fsync``
 rates of 256 KiB chunks in the broker's data directory.
+
+``tmq bench produce --replication-factor N`` (N > 1) runs against a cluster instead: one etcd
+and N brokers (``tools/bench_cluster.py``), with ``--acks all`` or ``1``.
 """
 
 from __future__ import annotations
@@ -44,12 +47,14 @@ __all__ = [
     "BenchBroker",
     "add_parsers",
     "in_fresh_process",
+    "platform_info",
     "process_cpu_seconds",
     "run_client_bench",
     "run_on_reactor",
 ]
 
-#: Floors set by issue #4 (messages per second, one broker, acks=1, flush.policy=always).
+#: Floors set by issue #4 (messages per second, one broker, acks=1, flush.policy=always);
+#: the cluster's are ``bench_cluster.CLUSTER_FLOORS``.
 FLOORS = {
     ("produce", "bundled"): 150_000,
     ("produce", "confluent"): 300_000,
@@ -73,6 +78,13 @@ def add_parsers(kinds) -> None:
                 "broker"
                 + (", p50/p99 produce latency" if kind == "produce" else "")
                 + ", next to loopback TCP and write+fsync baselines from the same run."
+                + (
+                    " With --replication-factor N > 1: etcd and N brokers instead, RF=N and "
+                    "RF=1 topics of that cluster measured in the same run, the replicas "
+                    "compared on disk."
+                    if kind == "produce"
+                    else ""
+                )
             ),
         )
         parser.add_argument(
@@ -104,6 +116,26 @@ def add_parsers(kinds) -> None:
             default=None,
             help="parent of the broker's temporary data directory (default: system temp)",
         )
+        parser.add_argument(
+            "--keep",
+            action="store_true",
+            help="keep that directory (data, broker logs) instead of removing it at the end",
+        )
+        if kind == "produce":
+            parser.add_argument(
+                "--replication-factor",
+                type=int,
+                default=1,
+                help="1: one broker (default); N > 1: etcd and N brokers, topics with N "
+                "replicas and min.insync.replicas=min(2, N), measured next to RF=1 topics of "
+                "the same cluster",
+            )
+            parser.add_argument(
+                "--acks",
+                choices=("1", "all"),
+                default="1",
+                help="the producers' acks (default %(default)s)",
+            )
         parser.set_defaults(run=_run, bench_kind=kind, bench_parser=parser)
 
 
@@ -113,16 +145,26 @@ def _run(args: argparse.Namespace) -> int:
     if not 170 <= args.value_bytes <= 400:
         args.bench_parser.error("--value-bytes must be between 170 and 400")
     clients = CLIENTS if args.client == "all" else (args.client,)
-    results = run_client_bench(
-        args.bench_kind,
-        clients,
-        messages=args.messages,
-        value_bytes=args.value_bytes,
-        partitions=args.partitions,
-        rounds=args.rounds,
-        parent=args.dir,
-        progress=sys.stderr,
-    )
+    replication_factor = getattr(args, "replication_factor", 1)  # produce only
+    acks = getattr(args, "acks", "1")
+    if replication_factor < 1:
+        args.bench_parser.error("--replication-factor must be >= 1")
+    common = {
+        "messages": args.messages,
+        "value_bytes": args.value_bytes,
+        "partitions": args.partitions,
+        "rounds": args.rounds,
+        "parent": args.dir,
+        "progress": sys.stderr,
+        "keep": args.keep,
+        "acks": acks,
+    }
+    if replication_factor > 1:
+        from .bench_cluster import run_cluster_bench
+
+        results = run_cluster_bench(clients, replication_factor=replication_factor, **common)
+    else:
+        results = run_client_bench(args.bench_kind, clients, **common)
     json.dump(results, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0 if results["verified"] else 1
@@ -184,15 +226,15 @@ def _latency_sampler(latencies: list[float], errors: list[str]):
     return timed
 
 
-def run_on_reactor(coroutine_function, *args):
-    """Run ``coroutine_function(reactor, *args)`` on a fresh process's reactor; return its
-    result or raise its error."""
+def run_on_reactor(coroutine_function, *args, **kwargs):
+    """Run ``coroutine_function(reactor, *args, **kwargs)`` on a fresh process's reactor;
+    return its result or raise its error."""
     from twisted.internet import defer, reactor
 
     outcome: dict = {}
 
     def start() -> None:
-        running = defer.ensureDeferred(coroutine_function(reactor, *args))
+        running = defer.ensureDeferred(coroutine_function(reactor, *args, **kwargs))
         running.addCallbacks(
             lambda result: outcome.setdefault("result", result),
             lambda failure: outcome.setdefault("error", failure.getTraceback()),
@@ -226,15 +268,25 @@ async def _end_offsets(reactor, cluster, topic: str, partitions: int) -> list[in
         consumer.close()
 
 
-async def _bundled_produce(reactor, bootstrap, topic, messages, value_bytes, partitions):
+async def _bundled_produce(
+    reactor, bootstrap, topic, messages, value_bytes, partitions, *, acks="1", create=True
+):
+    """Produce ``messages`` records to ``topic`` (created here unless ``create`` is false: a
+    cluster benchmark creates its topics beforehand, with their replicas in sync)."""
     from twisted.internet.task import deferLater
 
     from tmq.client import Admin, Cluster, NewTopic, Producer
 
     cluster = Cluster(reactor, bootstrap)
-    await Admin(cluster).create_topics([NewTopic(topic, partitions=partitions)])
+    if create:
+        await Admin(cluster).create_topics([NewTopic(topic, partitions=partitions)])
     producer = Producer(
-        cluster, acks=1, linger_ms=5, batch_bytes=256 * 1024, max_buffered_bytes=64 << 20
+        cluster,
+        acks=-1 if acks == "all" else int(acks),
+        idempotent=False,
+        linger_ms=5,
+        batch_bytes=256 * 1024,
+        max_buffered_bytes=64 << 20,
     )
     values = sample_values(256, value_bytes)
     latencies: list[float] = []
@@ -274,17 +326,20 @@ async def _bundled_produce(reactor, bootstrap, topic, messages, value_bytes, par
     }
 
 
-def _confluent_produce(bootstrap, topic, messages, value_bytes, partitions):
+def _confluent_produce(
+    bootstrap, topic, messages, value_bytes, partitions, *, acks="1", create=True
+):
     from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for future in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
-        future.result(30)
+    if create:
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        for future in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
+            future.result(30)
     producer = Producer(
         {
             "bootstrap.servers": bootstrap,
-            "acks": 1,
+            "acks": -1 if acks == "all" else int(acks),
             "enable.idempotence": False,
             "compression.type": "none",
             "linger.ms": 5,
@@ -439,13 +494,13 @@ def _consume_result(check: _ReadCheck, elapsed: float, cpu: float) -> dict:
     }
 
 
-def _client_run(kind: str, client: str, *args) -> dict:
-    """Entry point of a client process."""
+def _client_run(kind: str, client: str, *args, **options) -> dict:
+    """Entry point of a client process (``options``: the producers' ``acks`` and ``create``)."""
     if client == "bundled":
         body = _bundled_produce if kind == "produce" else _bundled_consume
-        return run_on_reactor(body, *args)
+        return run_on_reactor(body, *args, **options)
     body = _confluent_produce if kind == "produce" else _confluent_consume
-    return body(*args)
+    return body(*args, **options)
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -465,24 +520,43 @@ def process_cpu_seconds(pid: int) -> float:
     return total_ns / 1e9
 
 
-def in_fresh_process(function, *args):
+def in_fresh_process(function, *args, **kwargs):
+    """``function(*args, **kwargs)`` in a new (spawned) Python process; its result."""
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(1, mp_context=context, max_tasks_per_child=1) as pool:
-        return pool.submit(function, *args).result()
+        return pool.submit(function, *args, **kwargs).result()
 
 
 # -- the broker and the baselines ------------------------------------------------------------
 
 
 class BenchBroker:
-    """A ``tmq broker`` process on a free loopback port, its data under ``workdir``."""
+    """A ``tmq broker`` process on a free loopback port (``flush.policy=always``), its data in
+    ``workdir/data``, its output in ``workdir/broker.log``.
 
-    def __init__(self, workdir: Path):
+    :param broker_id: its ``--id`` (default: the broker's own default).
+    :param metadata: its ``--metadata`` (``etcd://HOST:PORT``; default: local, one broker).
+    :param settings: more ``KEY=VALUE`` broker settings (``--set``).
+    :param cluster_id: its ``--cluster-id``, given with ``metadata``.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        broker_id: int | None = None,
+        metadata: str | None = None,
+        settings: tuple[str, ...] = (),
+        cluster_id: str = "tmq-bench",
+    ):
         self.workdir = workdir
+        self.broker_id = broker_id
+        workdir.mkdir(parents=True, exist_ok=True)
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
         self.bootstrap = f"127.0.0.1:{self.port}"
+        self.data_dir = workdir / "data"
         self.log_path = workdir / "broker.log"
         command = [
             sys.executable,
@@ -490,12 +564,18 @@ class BenchBroker:
             "tmq.tools.cli",
             "broker",
             "--data-dir",
-            str(workdir / "data"),
+            str(self.data_dir),
             "--listen",
             self.bootstrap,
             "--set",
             "flush.policy=always",
         ]
+        if broker_id is not None:
+            command += ["--id", str(broker_id)]
+        if metadata is not None:
+            command += ["--metadata", metadata, "--cluster-id", cluster_id]
+        for setting in settings:
+            command += ["--set", setting]
         with open(self.log_path, "wb") as log:
             # cwd outside any source checkout: ./tmq there would shadow the installed package
             self.process = subprocess.Popen(
@@ -598,9 +678,15 @@ def run_client_bench(
     rounds: int,
     parent: str | None = None,
     progress=None,
+    acks: str = "1",
+    keep: bool = False,
 ) -> dict:
     """Run the ``kind`` ("produce" or "consume") benchmark for ``clients`` against a broker
-    of its own in a fresh directory under ``parent``; return the JSON-ready results."""
+    of its own in a fresh directory under ``parent``; return the JSON-ready results.
+
+    :param acks: the producers' acks, ``"1"`` or ``"all"``.
+    :param keep: leave the directory in place (its path is said on ``progress``).
+    """
 
     def say(text: str) -> None:
         if progress is not None:
@@ -629,9 +715,10 @@ def run_client_bench(
                 topic = f"bench-{client}-{round_number}" if kind == "produce" else "bench-consume"
                 say(f"{kind} {client}: round {round_number}/{rounds} ...")
                 cpu_before = broker.cpu_seconds()
+                options = {"acks": acks} if kind == "produce" else {}
                 run = in_fresh_process(
                     _client_run, kind, client, broker.bootstrap, topic,
-                    messages, value_bytes, partitions,
+                    messages, value_bytes, partitions, **options,
                 )  # fmt: skip
                 run["broker_cpu_seconds"] = broker.cpu_seconds() - cpu_before
                 runs.append(run)
@@ -640,20 +727,22 @@ def run_client_bench(
     finally:
         if broker is not None:
             broker.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if keep:
+            say(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
     return {
         "benchmark": kind,
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
+        **platform_info(),
         "config": {
             "messages": messages,
             "value_bytes": value_bytes,
             "key": "one of 64 GPU UUIDs (42 bytes)",
             "partitions": partitions,
             "rounds": rounds,
-            "acks": 1,
+            "acks": "all" if kind == "produce" and acks == "all" else 1,
+            "idempotence": False,
+            "replication_factor": 1,
             "broker": "one process, flush.policy=always",
             "compression": "none",
         },
@@ -669,14 +758,38 @@ def run_client_bench(
     }
 
 
-def _summary(kind: str, client: str, runs: list[dict], messages: int, value_bytes: int) -> dict:
+def platform_info() -> dict:
+    """Python version and implementation, machine and CPU count, for the JSON results."""
+    return {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+    }
+
+
+_ONE_BROKER = object()
+
+
+def _summary(
+    kind: str,
+    client: str,
+    runs: list[dict],
+    messages: int,
+    value_bytes: int,
+    *,
+    floor: int | object | None = _ONE_BROKER,
+) -> dict:
+    """One client's figures from its rounds (the fastest counts), against ``floor`` (default:
+    the one-broker floor in ``FLOORS``; ``None``: none, and ``meets_floor`` is ``None``)."""
+    if floor is _ONE_BROKER:
+        floor = FLOORS[(kind, client)]
     if kind == "produce":
         verified = all(r["error_count"] == 0 and r["stored"] == messages for r in runs)
     else:
         verified = all(r["error_count"] == 0 and r["read"] == messages for r in runs)
     best = min(runs, key=lambda r: r["seconds"])
     rate = messages / best["seconds"]
-    floor = FLOORS[(kind, client)]
     summary = {
         "messages_per_s": round(rate),
         "mb_per_s": round(rate * value_bytes / _MB, 1),
@@ -685,7 +798,7 @@ def _summary(kind: str, client: str, runs: list[dict], messages: int, value_byte
         "broker_cpu_us_per_message": round(best["broker_cpu_seconds"] / messages * 1e6, 2),
         "verified": verified,
         "floor": floor,
-        "meets_floor": rate >= floor,
+        "meets_floor": None if floor is None else rate >= floor,
     }
     if kind == "produce":
         summary["latency"] = best["latency"]
