@@ -20,7 +20,7 @@ from tmq.broker.broker import Broker
 from tmq.broker.config import BrokerConfig
 from tmq.broker.handlers import build_dispatcher
 from tmq.broker.replica_fetcher import RETRY_S, ReplicaFetchers
-from tmq.broker.replica_session import ReplicaSession
+from tmq.broker.replica_session import HW_PUSH_DELAY_S, ReplicaSession
 from tmq.broker.server import BrokerFactory
 from tmq.cluster.local_store import LocalMetadataStore
 from tmq.protocol.errors import ErrorCode
@@ -228,7 +228,8 @@ class ReplicationTests:
 
     def test_acks_all_is_answered_once_every_replica_has_the_batch(self, cluster):
         """An acks=all produce waits for the followers' acks; then the high watermark covers
-        it, the answer is NONE, and the three logs are byte for byte the same."""
+        it, the answer is NONE, the three logs are byte for byte the same, and the followers
+        learn the high watermark shortly after."""
         cluster.create_topic("t")
         leader = cluster.leader("t")
         response = cluster.produce(leader, "t", [b"a", b"b"])
@@ -238,6 +239,7 @@ class ReplicationTests:
         assert leader.broker.partitions["t", 0].high_watermark == 2
         copies = {log_bytes(node, "t") for node in cluster.nodes.values()}
         assert len(copies) == 1 and copies != {b""}
+        cluster.wait(HW_PUSH_DELAY_S * 2)  # the HW-only push waits for a data push a while
         for node in cluster.nodes.values():
             if node is not leader:
                 assert node.broker.followers["t", 0].high_watermark == 2

@@ -12,7 +12,10 @@ or starts a ``LeaderStream`` entry at the follower's offset, and counts the offs
 follower's report. It then pushes whole batches as they are appended, within the follower's
 window, and an empty push whenever only the high watermark moved. Acks free the window and
 are the follower's reports for the high watermark and the ISR. Pushes go out once per reactor
-turn however many appends woke the session. An ack that does not match what was pushed
+turn however many appends woke the session. A push carries the high watermark; one that only
+moves it waits ``HW_PUSH_DELAY_S`` (the next data push usually carries it first): a follower
+needs its high watermark only for its checkpoint and to start from if it leads, and a leader
+recomputes it from its ISR anyway, so under load this saves a frame per acknowledgement. An ack that does not match what was pushed
 closes the connection: the follower reconnects and subscribes again.
 """
 
@@ -43,6 +46,9 @@ __all__ = ["ReplicaSession"]
 
 _log = Logger()
 
+#: How long a push that only moves the high watermark may wait for a data push to carry it.
+HW_PUSH_DELAY_S = 0.05
+
 
 def _next_offset(records: bytes) -> int:
     """The offset after the last of the whole batches in ``records``."""
@@ -72,6 +78,7 @@ class ReplicaSession:
         self._correlation_ids = itertools.count(1)
         self._client_id = f"tmq-broker-{broker.config.broker_id}"
         self._wake_pending = False
+        self._hw_timer = None
         self._closed = False
         broker.sessions.add(self)
 
@@ -199,6 +206,14 @@ class ReplicaSession:
         partitions = self.broker.partitions
         for push in self.stream.pushes(self._read):
             self._send_push(partitions[push.partition], push.records)
+        if self._hw_timer is None or not self._hw_timer.active():
+            self._hw_timer = self.broker.clock.callLater(HW_PUSH_DELAY_S, self._push_hw)
+
+    def _push_hw(self) -> None:
+        """Empty pushes for the partitions whose high watermark moved since it was sent."""
+        if self._closed or self.stream is None or not self.broker.lease_valid():
+            return
+        partitions = self.broker.partitions
         high_watermarks = {key: p.high_watermark for key, p in partitions.items()}
         for key in self.stream.hw_pushes(high_watermarks):
             self._send_push(partitions[key], b"")
@@ -238,11 +253,15 @@ class ReplicaSession:
 
     def close(self) -> None:
         """End the session and close its connection."""
+        if self._hw_timer is not None and self._hw_timer.active():
+            self._hw_timer.cancel()
         if not self._closed:
             self._closed = True
             self.broker.sessions.discard(self)
             self._disconnect()
 
     def connection_lost(self) -> None:
+        if self._hw_timer is not None and self._hw_timer.active():
+            self._hw_timer.cancel()
         self._closed = True
         self.broker.sessions.discard(self)
