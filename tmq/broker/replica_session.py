@@ -15,8 +15,9 @@ are the follower's reports for the high watermark and the ISR. Pushes go out onc
 turn however many appends woke the session. A push carries the high watermark; one that only
 moves it waits ``HW_PUSH_DELAY_S`` (the next data push usually carries it first): a follower
 needs its high watermark only for its checkpoint and to start from if it leads, and a leader
-recomputes it from its ISR anyway, so under load this saves a frame per acknowledgement. An ack that does not match what was pushed
-closes the connection: the follower reconnects and subscribes again.
+recomputes it from its ISR anyway, so under load this saves a frame per acknowledgement.
+An ack that does not match what was pushed closes the connection: the follower reconnects
+and subscribes again.
 """
 
 from __future__ import annotations
