@@ -48,7 +48,7 @@ from tmq.protocol.records import (
     read_batch_header,
 )
 
-from . import bench_api, bench_clients, bench_e2e, bench_log, bench_sink
+from . import bench_api, bench_clients, bench_e2e, bench_failover, bench_log, bench_sink
 
 __all__ = ["add_parser", "run_codec_bench"]
 
@@ -123,6 +123,7 @@ def add_parser(commands) -> None:
     codec.set_defaults(run=_run_codec, codec_parser=codec)
     bench_log.add_parser(kinds)
     bench_clients.add_parsers(kinds)
+    bench_failover.add_parser(kinds)
     bench_sink.add_parser(kinds)
     bench_e2e.add_parser(kinds)
     bench_api.add_parser(kinds)
