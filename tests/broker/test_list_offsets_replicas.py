@@ -8,8 +8,7 @@ this directory on ``sys.path``, as for the other test modules that share helpers
 
 from __future__ import annotations
 
-import pytest
-from test_cluster_in_memory import T0, MemoryCluster, Node, fired, outcome
+from memory_cluster import T0, MemoryCluster, Node, outcome
 
 from tmq.broker import data_apis
 from tmq.protocol.errors import ErrorCode
@@ -19,14 +18,6 @@ from tmq.protocol.records import Record, build_batch
 LATEST, EARLIEST = -1, -2
 CONSUMER, DEBUGGING = -1, -2
 LATER_MS = T0 * 1000 + 60_000  # the timestamp of the records written above the HW
-
-
-@pytest.fixture
-def cluster():
-    made = MemoryCluster()
-    yield made
-    for node in made.nodes.values():
-        fired(node.broker.stop())
 
 
 def list_offset(
