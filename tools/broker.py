@@ -1,13 +1,15 @@
 """``tmq broker``: run a broker in the foreground (the same options as ``twistd tmq-broker``).
 
 SIGTERM or SIGINT stops it gracefully: no new connections, logs flushed, checkpoints and the
-clean-shutdown marker written. A broker that cannot start (port taken, data directory not
-writable, ...) exits 1 with the reason on stderr.
+clean-shutdown marker written; another signal during that shutdown changes nothing. A broker
+that cannot start (port taken, data directory not writable, ...) exits 1 with the reason on
+stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from twisted.python import usage
@@ -58,10 +60,18 @@ def _serve(config) -> int:
         if reactor.running:
             reactor.stop()
 
+    def stop_once() -> None:
+        if reactor.running and not stopping:
+            stopping.append(True)
+            reactor.stop()
+
+    stopping: list[bool] = []
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: reactor.callFromThread(stop_once))
     service = BrokerService(config, reactor, on_failure=failed)
     reactor.callWhenRunning(service.startService)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
-    reactor.run()
+    reactor.run(installSignalHandlers=False)
     if failures:
         raise CommandError(failures[0].getErrorMessage())
     return 0
