@@ -177,6 +177,30 @@ class DivergenceTests:
         assert b"lost" not in log_bytes(old, "t") and b"kept" in log_bytes(old, "t")
         assert old.broker_id in new.broker.partitions["t", 0].isr
 
+    def test_a_follower_behind_the_leaders_log_start_starts_over_there(self, cluster):
+        """A follower comes back after retention deleted, on the leader, everything it holds:
+        it empties its log, starts it at the leader's log start, copies the rest and
+        rejoins the ISR."""
+        cluster.create_topic("t", **{"segment.bytes": "400", "retention.bytes": "400"})
+        leader = cluster.leader("t")
+        away = next(n for n in cluster.nodes.values() if n is not leader)
+        assert _settled(cluster, leader)
+        away.kill()
+        cluster.settle()
+        for i in range(12):
+            response = cluster.produce(leader, "t", [b"value-%02d" % i * 4])
+            cluster.settle()
+            assert outcome(response)["error_code"] == ErrorCode.NONE
+        leader.broker.logs.apply_retention()
+        start = leader.broker.partitions["t", 0].log_start_offset
+        assert start > away.broker.logs.get_log("t", 0).log_end_offset
+        away.restart()
+        cluster.wait(RETRY_S * 3)
+        log = away.broker.logs.get_log("t", 0)
+        assert (log.log_start_offset, log.log_end_offset) == (start, 13)
+        assert log_bytes(away, "t") == log_bytes(leader, "t")
+        assert away.broker_id in leader.broker.partitions["t", 0].isr
+
     def test_a_restarted_leader_with_no_rival_leads_again_under_a_new_epoch(self):
         """One broker, RF=1: after a restart the controller refreshes its leadership, so the
         broker never appends under the epoch of its previous life."""

@@ -120,3 +120,25 @@ class StartEpochTests:
         leader, _ = leader_with([4])
         with pytest.raises(StaleEpoch):
             leader.start_epoch(3)
+
+
+class RestartAtTests:
+    def test_an_empty_log_starts_over_at_the_leaders_log_start(self):
+        """restart_at drops every segment and epoch; the log is empty at the new offset,
+        takes the leader's batches from there, and a reload finds exactly that."""
+        leader, batches = leader_with([0, 0, 1, 1])
+        fs = new_fs()
+        follower = create_log(fs, LogConfig(segment_bytes=200))
+        for batch in batches[:2]:
+            follower.append_replicated(batch.data)
+        follower.roll()
+        follower.restart_at(9)
+        assert (follower.log_start_offset, follower.log_end_offset) == (9, 9)
+        assert follower.epochs.entries == [] and len(follower.segments) == 1
+        info = follower.append_replicated(batches[3].data)
+        assert (info.base_offset, follower.epochs.entries) == (9, [(1, 9)])
+        follower.flush()
+        follower.close()
+        again, _ = load_log(fs, LogConfig(segment_bytes=200), recovery_point=None)
+        assert (again.log_start_offset, again.log_end_offset) == (9, 12)
+        assert again.read(9, 1 << 20).read() == batches[3].data

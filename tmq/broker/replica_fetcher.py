@@ -5,8 +5,10 @@
 every one of them (ReplicaSubscribe: where its log stands); a partition added later is
 subscribed on its own. The leader's answer either settles a partition (pushes follow) or names
 a divergence: the partition truncates (``FollowerPartition.on_subscribed``) and subscribes
-again. An answer with an error (the leader does not know yet that it leads, or the epochs
-differ) is retried after a pause, by which time the store's watch has told one side.
+again. OFFSET_OUT_OF_RANGE (the leader's log starts past this log's end: retention) empties
+the log, starts it at the leader's log start and subscribes again. An answer with another
+error (the leader does not know yet that it leads, or the epochs differ) is retried after a
+pause, by which time the store's watch has told one side.
 
 Pushes are appended as they come; the follower acknowledges its new log end offset once it is
 durable by its flush policy (``flush.policy=always``: after the fsync, group-committed by the
@@ -267,6 +269,22 @@ class ReplicaFetchers:
             leader.subscribing.discard(key)
             follower = leader.followers.get(key)
             if follower is None:
+                continue
+            if answer.error_code == ErrorCode.OFFSET_OUT_OF_RANGE:
+                try:
+                    follower.restart_at(answer.log_start_offset)
+                except LogError as error:
+                    _log.error("{t}-{i}: cannot start over: {e}", t=key[0], i=key[1], e=error)
+                    self._resubscribe_later(leader, key)
+                    continue
+                _log.info(
+                    "{t}-{i}: the leader's log starts at {start}, past this one's end: "
+                    "starting over there",
+                    t=key[0],
+                    i=key[1],
+                    start=answer.log_start_offset,
+                )
+                again.append(key)
                 continue
             if answer.error_code != ErrorCode.NONE:
                 self._resubscribe_later(leader, key)

@@ -9,15 +9,16 @@ request's, and pushes ReplicaPush frames (api_key 1001) with correlation ids of 
 
 Per subscribed partition the session answers divergence (``tmq.replication.leader.divergence``)
 or starts a ``LeaderStream`` entry at the follower's offset, and counts the offset as the
-follower's report. It then pushes whole batches as they are appended, within the follower's
-window, and an empty push whenever only the high watermark moved. Acks free the window and
-are the follower's reports for the high watermark and the ISR. Pushes go out once per reactor
-turn however many appends woke the session. A push carries the high watermark; one that only
-moves it waits ``HW_PUSH_DELAY_S`` (the next data push usually carries it first): a follower
-needs its high watermark only for its checkpoint and to start from if it leads, and a leader
-recomputes it from its ISR anyway, so under load this saves a frame per acknowledgement.
-An ack that does not match what was pushed closes the connection: the follower reconnects
-and subscribes again.
+follower's report; a follower whose log ends below the leader's log start (retention) is
+answered OFFSET_OUT_OF_RANGE with that start, and starts its log over there. The session then
+pushes whole batches as they are appended, within the follower's window. Acks free the
+window and are the follower's reports for the high watermark and the ISR. Pushes go out once
+per reactor turn however many appends woke the session. A push carries the high watermark;
+one that only moves it waits ``HW_PUSH_DELAY_S`` (the next data push usually carries it
+first): a follower needs its high watermark only for its checkpoint and to start from if it
+leads, and a leader recomputes it from its ISR anyway, so under load this saves a frame per
+acknowledgement. An ack that does not match what was pushed closes the connection: the
+follower reconnects and subscribes again.
 """
 
 from __future__ import annotations
@@ -153,6 +154,10 @@ class ReplicaSession:
             high_watermark=partition.high_watermark, log_start_offset=log.log_start_offset
         )
         fetch_offset = entry["fetch_offset"]
+        if fetch_offset < log.log_start_offset:
+            # all the follower has is gone here too: it starts over at our log start
+            answer["error_code"] = ErrorCode.OFFSET_OUT_OF_RANGE
+            return answer
         diverging = divergence(
             log.epochs, log.log_end_offset, fetch_offset, entry["last_fetched_epoch"]
         )

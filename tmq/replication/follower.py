@@ -167,6 +167,14 @@ class FollowerPartition:
         self._learn(answer.high_watermark)
         return self.following
 
+    def restart_at(self, leader_log_start: int) -> None:
+        """The leader's log starts above this log's end (retention deleted what this
+        follower has): empty the log, start it at ``leader_log_start`` and subscribe again."""
+        self.log.restart_at(leader_log_start)
+        self.producers.rebuild((), self.clock_ms())
+        self.high_watermark = leader_log_start
+        self.following = False
+
     def on_push(self, leader_epoch: int, high_watermark: int, records: bytes | memoryview) -> int:
         """Append the pushed batches; returns the log end offset to acknowledge.
 

@@ -461,6 +461,29 @@ class PartitionLog:
         self.durable_offset = min(self.durable_offset, self.log_end_offset)
         self.epochs.truncate_from_end(self.log_end_offset)
 
+    def restart_at(self, offset: int) -> None:
+        """Remove every segment and the leader epochs, and start an empty log at ``offset``:
+        a follower whose log ends below its leader's log start holds nothing the leader still
+        has (retention deleted it there) and copies the leader's log from its start. A crash
+        in between leaves an empty log at offset 0, which restarts the same way."""
+        with self._io_lock:
+            for segment in self.segments:
+                if segment in self._unflushed_closed:
+                    self._unflushed_closed.remove(segment)
+                segment.delete()
+            self.fs.fsync_dir(self.directory)
+            self.segments = [
+                LogSegment.create(
+                    self.fs,
+                    self.directory,
+                    offset,
+                    index_interval_bytes=self.config.index_interval_bytes,
+                )
+            ]
+            self.fs.fsync_dir(self.directory)
+        self.durable_offset = offset
+        self.epochs.truncate_from_end(-1)
+
     def apply_retention(self) -> int:
         """Delete the oldest segments beyond ``retention.ms`` or ``retention.bytes``; return how
         many were deleted. The active segment goes too when it is past ``retention.ms`` (a new
