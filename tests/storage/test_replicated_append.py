@@ -126,7 +126,7 @@ class RestartAtTests:
     def test_an_empty_log_starts_over_at_the_leaders_log_start(self):
         """restart_at drops every segment and epoch; the log is empty at the new offset,
         takes the leader's batches from there, and a reload finds exactly that."""
-        leader, batches = leader_with([0, 0, 1, 1])
+        _, batches = leader_with([0, 0, 1, 1])
         fs = new_fs()
         follower = create_log(fs, LogConfig(segment_bytes=200))
         for batch in batches[:2]:
