@@ -186,8 +186,8 @@ def init_producer_id(broker: Broker, header: RequestHeader, request: dict):
 
 
 def find_coordinator(broker: Broker, header: RequestHeader, request: dict) -> dict:
-    """This broker coordinates every group; transactions are not supported."""
-    config = broker.config
+    """The coordinator of a group: the live broker the group hashes to (``Broker.coordinator_of``);
+    transactions are not supported."""
     if request["key_type"] != 0:
         return {
             "error_code": ErrorCode.COORDINATOR_NOT_AVAILABLE,
@@ -196,11 +196,20 @@ def find_coordinator(broker: Broker, header: RequestHeader, request: dict) -> di
             "host": "",
             "port": -1,
         }
+    info = _live_brokers(broker).get(broker.coordinator_of(request["key"]))
+    if info is None:
+        return {
+            "error_code": ErrorCode.COORDINATOR_NOT_AVAILABLE,
+            "error_message": "no live broker",
+            "node_id": -1,
+            "host": "",
+            "port": -1,
+        }
     return {
         "error_code": ErrorCode.NONE,
-        "node_id": config.broker_id,
-        "host": config.advertised_host,
-        "port": broker.advertised_port,
+        "node_id": info.broker_id,
+        "host": info.host,
+        "port": info.port,
     }
 
 
@@ -217,9 +226,10 @@ def offset_commit(broker: Broker, header: RequestHeader, request: dict):
             index = p["partition_index"]
             error = ErrorCode.NONE
             metadata = p["committed_metadata"]
+            spec = broker.topics.get(name)
             if not simple:
                 error = ErrorCode.ILLEGAL_GENERATION
-            elif (name, index) not in broker.partitions:
+            elif spec is None or not 0 <= index < spec.partitions:
                 error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
             elif metadata is not None and len(metadata.encode()) > limit:
                 error = ErrorCode.OFFSET_METADATA_TOO_LARGE

@@ -28,6 +28,7 @@ Not thread-safe: everything runs on the reactor thread.
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -623,6 +624,13 @@ class Broker:
         except TopicError:
             return False
         return True
+
+    def coordinator_of(self, group: str) -> int:
+        """The broker id coordinating ``group``: of the live brokers (this one included), the
+        one whose ``crc32(group NUL id)`` is highest (rendezvous hashing: when a broker comes
+        or goes, only the groups it coordinates move)."""
+        live = set(self.live) | {self.config.broker_id}
+        return max(live, key=lambda b: (zlib.crc32(f"{group}\0{b}".encode()), b))
 
     def not_led_error(self, topic: str, index: int) -> ErrorCode:
         """The error for a request about a partition this broker does not lead."""
