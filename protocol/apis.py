@@ -3,7 +3,9 @@
 ``API_BY_KEY`` maps each ``ApiKey`` to an ``Api``: its request and response declarations, the
 version range advertised in ApiVersions and the first flexible version (which selects request
 header v2 and response header v1 — except ApiVersions, whose response header is always v0,
-KIP-511). The ranges and why each was chosen are in DESIGN §2 and kafka-notes §0.
+KIP-511). The ranges and why each was chosen are in DESIGN §2 and kafka-notes §0. A broker
+advertises only the APIs it has a handler for (``Dispatcher.served_apis``), so declaring an API
+here advertises nothing by itself.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from .errors import ErrorCode
 from .messages.api_versions import ApiVersionsRequest, ApiVersionsResponse
 from .messages.create_topics import CreateTopicsRequest, CreateTopicsResponse
 from .messages.delete_topics import DeleteTopicsRequest, DeleteTopicsResponse
+from .messages.describe_groups import DescribeGroupsRequest, DescribeGroupsResponse
 from .messages.fetch import FetchRequest, FetchResponse
 from .messages.find_coordinator import FindCoordinatorRequest, FindCoordinatorResponse
 from .messages.heartbeat import HeartbeatRequest, HeartbeatResponse
 from .messages.init_producer_id import InitProducerIdRequest, InitProducerIdResponse
 from .messages.join_group import JoinGroupRequest, JoinGroupResponse
 from .messages.leave_group import LeaveGroupRequest, LeaveGroupResponse
+from .messages.list_groups import ListGroupsRequest, ListGroupsResponse
 from .messages.list_offsets import ListOffsetsRequest, ListOffsetsResponse
 from .messages.metadata import MetadataRequest, MetadataResponse
 from .messages.offset_commit import OffsetCommitRequest, OffsetCommitResponse
@@ -54,7 +58,7 @@ __all__ = [
 
 
 class ApiKey(enum.IntEnum):
-    """Kafka API keys served by tmq."""
+    """Kafka API keys tmq declares (a broker serves those it has a handler for)."""
 
     PRODUCE = 0
     FETCH = 1
@@ -67,6 +71,8 @@ class ApiKey(enum.IntEnum):
     HEARTBEAT = 12
     LEAVE_GROUP = 13
     SYNC_GROUP = 14
+    DESCRIBE_GROUPS = 15
+    LIST_GROUPS = 16
     API_VERSIONS = 18
     CREATE_TOPICS = 19
     DELETE_TOPICS = 20
@@ -117,6 +123,15 @@ _APIS = (
     Api(ApiKey.HEARTBEAT, "Heartbeat", HeartbeatRequest, HeartbeatResponse, 0, 3),
     Api(ApiKey.LEAVE_GROUP, "LeaveGroup", LeaveGroupRequest, LeaveGroupResponse, 0, 3),
     Api(ApiKey.SYNC_GROUP, "SyncGroup", SyncGroupRequest, SyncGroupResponse, 0, 3),
+    Api(
+        ApiKey.DESCRIBE_GROUPS,
+        "DescribeGroups",
+        DescribeGroupsRequest,
+        DescribeGroupsResponse,
+        0,
+        4,
+    ),
+    Api(ApiKey.LIST_GROUPS, "ListGroups", ListGroupsRequest, ListGroupsResponse, 0, 2),
     Api(ApiKey.API_VERSIONS, "ApiVersions", ApiVersionsRequest, ApiVersionsResponse, 0, 3, 3),
     Api(ApiKey.CREATE_TOPICS, "CreateTopics", CreateTopicsRequest, CreateTopicsResponse, 0, 4),
     Api(ApiKey.DELETE_TOPICS, "DeleteTopics", DeleteTopicsRequest, DeleteTopicsResponse, 0, 3),

@@ -1,4 +1,5 @@
-"""``tmq topics``, ``tmq produce`` and ``tmq consume``: the bundled client from a shell.
+"""``tmq topics``, ``tmq groups``, ``tmq produce`` and ``tmq consume``: the bundled client
+from a shell.
 
 Each talks to brokers given by ``--bootstrap HOST:PORT[,HOST:PORT...]`` (or ``TMQ_BOOTSTRAP``;
 default ``localhost:9092``) through ``tmq.client.sync``. Broker errors and unreachable
@@ -19,9 +20,24 @@ from tmq.protocol.compression import Codec
 from .errors import CommandError
 
 if TYPE_CHECKING:
-    from tmq.client.admin import PartitionOffsets
+    from tmq.client.admin import (
+        GroupDescription,
+        GroupList,
+        GroupMember,
+        GroupOffset,
+        PartitionOffsets,
+    )
 
-__all__ = ["add_parsers", "bootstrap_option", "describe_json", "describe_lines"]
+__all__ = [
+    "add_parsers",
+    "bootstrap_option",
+    "describe_json",
+    "describe_lines",
+    "group_describe_json",
+    "group_describe_lines",
+    "group_list_json",
+    "group_list_lines",
+]
 
 _DEFAULT_BOOTSTRAP = "localhost:9092"
 _ACKS = {"all": -1, "-1": -1, "1": 1, "0": 0}
@@ -74,6 +90,38 @@ def add_parsers(commands) -> None:
     delete.add_argument("name")
     bootstrap_option(delete)
     delete.set_defaults(run=_delete)
+
+    groups = commands.add_parser("groups", help="list and describe consumer groups")
+    group_actions = groups.add_subparsers(dest="groups_command", metavar="ACTION", required=True)
+    group_list = group_actions.add_parser(
+        "list",
+        help="every group: protocol type, state, coordinator",
+        description=(
+            "One line per group of the cluster: its protocol type (- for a group that only "
+            "commits offsets), state (? when its coordinator did not tell) and coordinator. "
+            "Every broker is asked for the groups it coordinates; if one cannot answer, the "
+            "groups found are printed and the command fails."
+        ),
+    )
+    group_list.add_argument("--json", action="store_true", help="print one JSON document")
+    bootstrap_option(group_list)
+    group_list.set_defaults(run=_groups_list)
+    group_describe = group_actions.add_parser(
+        "describe",
+        help="members, their assignments, committed offsets and lag",
+        description=(
+            "The group's state, protocol and coordinator; one line per member with its client "
+            "id, host and assigned partitions (the raw assignment in hex when it is not a "
+            "consumer assignment); one line per partition committed or assigned, with the "
+            "committed offset (- when none), the partition's end offset (its high watermark), "
+            "the lag and the member it is assigned to (- when none). An end offset or lag "
+            "that cannot be known is shown as ?, null with --json."
+        ),
+    )
+    group_describe.add_argument("group")
+    group_describe.add_argument("--json", action="store_true", help="print one JSON document")
+    bootstrap_option(group_describe)
+    group_describe.set_defaults(run=_groups_describe)
 
     produce = commands.add_parser(
         "produce",
@@ -224,6 +272,194 @@ def describe_json(topics: Mapping[str, Mapping[int, PartitionOffsets]]) -> dict:
 
 def _known(offset: int | None) -> str:
     return "?" if offset is None else str(offset)
+
+
+@_client_errors
+def _groups_list(args) -> int:
+    from tmq.client.sync import SyncAdmin
+
+    with SyncAdmin(args.bootstrap) as admin:
+        listing = admin.list_groups()
+    if args.json:
+        print(json.dumps(group_list_json(listing), indent=2))
+    else:
+        for line in group_list_lines(listing):
+            print(line)
+    if listing.errors:
+        node, error = min(listing.errors.items())
+        raise CommandError(
+            f"{len(listing.errors)} broker(s) could not list their groups; broker {node}: {error}"
+        )
+    return 0
+
+
+@_client_errors
+def _groups_describe(args) -> int:
+    from tmq.client.sync import SyncAdmin
+
+    with SyncAdmin(args.bootstrap) as admin:
+        group = admin.describe_group(args.group)
+        assigned = [
+            tp
+            for member in group.members
+            if member.assignment is not None
+            for tp in member.assignment.partitions()
+        ]
+        offsets = admin.group_offsets(args.group, include=assigned)
+    if group.state == "Dead" and not group.members and not offsets:
+        raise CommandError(f"group {args.group!r} does not exist")
+    if args.json:
+        print(json.dumps(group_describe_json(group, offsets), indent=2))
+    else:
+        for line in group_describe_lines(group, offsets):
+            print(line)
+    return 0
+
+
+def group_list_lines(listing: GroupList) -> list[str]:
+    """``tmq groups list`` as text: ``group ID: type T state S coordinator N`` per group, by
+    group id (``-`` for an empty protocol type, ``?`` for an unknown state); brokers that
+    could not list their groups are not mentioned (the command fails after printing)."""
+    return [
+        f"group {group.group_id}: type {group.protocol_type or '-'} "
+        f"state {group.state if group.state is not None else '?'} coordinator {group.coordinator}"
+        for group in listing.groups
+    ]
+
+
+def group_list_json(listing: GroupList) -> dict:
+    """``tmq groups list --json``: ``{"groups": [{"group_id", "protocol_type", "state" (null
+    when unknown), "coordinator"}], "errors": {"<broker id>": "reason"}}``, groups by id."""
+    return {
+        "groups": [
+            {
+                "group_id": group.group_id,
+                "protocol_type": group.protocol_type,
+                "state": group.state,
+                "coordinator": group.coordinator,
+            }
+            for group in listing.groups
+        ],
+        "errors": {str(node): str(error) for node, error in sorted(listing.errors.items())},
+    }
+
+
+def group_describe_lines(
+    group: GroupDescription, offsets: Mapping[tuple[str, int], GroupOffset]
+) -> list[str]:
+    """``tmq groups describe`` as text: ``group ID: state S type T protocol P coordinator N
+    members M``; per member (by member id) ``  member ID: client C host H [instance I]``
+    followed by ``assigned {topic: [partitions], ..}``, ``assigned -`` (no assignment) or
+    ``assignment <hex>`` (not decoded, with `` (undecodable: reason)`` when it should have
+    been); then per partition (by topic and index) ``  partition TOPIC-I: committed C end E lag
+    L member ID`` (``-`` for nothing committed or no member, ``?`` for unknown)."""
+    owners = _owners(group)
+    lines = [
+        f"group {group.group_id}: state {group.state or '-'} "
+        f"type {group.protocol_type or '-'} protocol {group.protocol or '-'} "
+        f"coordinator {group.coordinator} members {len(group.members)}"
+    ]
+    for member in sorted(group.members, key=lambda m: m.member_id):
+        instance = (
+            f" instance {member.group_instance_id}" if member.group_instance_id is not None else ""
+        )
+        lines.append(
+            f"  member {member.member_id}: client {member.client_id} "
+            f"host {member.client_host}{instance} {_assignment_text(member)}"
+        )
+    for (topic, index), offset in sorted(offsets.items()):
+        committed = "-" if offset.committed is None else str(offset.committed)
+        lines.append(
+            f"  partition {topic}-{index}: committed {committed} "
+            f"end {_known(offset.end_offset)} lag {_known(offset.lag)} "
+            f"member {owners.get((topic, index), '-')}"
+        )
+    return lines
+
+
+def group_describe_json(
+    group: GroupDescription, offsets: Mapping[tuple[str, int], GroupOffset]
+) -> dict:
+    """``tmq groups describe --json``: ``{"group_id", "state", "protocol_type", "protocol",
+    "coordinator", "members": [{"member_id", "group_instance_id", "client_id", "client_host",
+    "assignment": {"version", "partitions": [{"topic", "partitions"}], "user_data" (hex or
+    null)} or null, "assignment_hex" (the raw bytes when not decoded, else null),
+    "assignment_error"}], "offsets": [{"topic", "partition", "committed", "metadata",
+    "end_offset", "lag", "member"}]}``; unknown values and absent ones are null, members by
+    member id, offsets by topic and partition."""
+    owners = _owners(group)
+    members = []
+    for member in sorted(group.members, key=lambda m: m.member_id):
+        decoded = member.assignment
+        members.append(
+            {
+                "member_id": member.member_id,
+                "group_instance_id": member.group_instance_id,
+                "client_id": member.client_id,
+                "client_host": member.client_host,
+                "assignment": None
+                if decoded is None
+                else {
+                    "version": decoded.version,
+                    "partitions": [
+                        {"topic": topic, "partitions": list(indexes)}
+                        for topic, indexes in decoded.assigned
+                    ],
+                    "user_data": None if decoded.user_data is None else decoded.user_data.hex(),
+                },
+                "assignment_hex": (
+                    member.raw_assignment.hex()
+                    if decoded is None and member.raw_assignment
+                    else None
+                ),
+                "assignment_error": member.assignment_error,
+            }
+        )
+    return {
+        "group_id": group.group_id,
+        "state": group.state,
+        "protocol_type": group.protocol_type,
+        "protocol": group.protocol,
+        "coordinator": group.coordinator,
+        "members": members,
+        "offsets": [
+            {
+                "topic": topic,
+                "partition": index,
+                "committed": offset.committed,
+                "metadata": offset.metadata,
+                "end_offset": offset.end_offset,
+                "lag": offset.lag,
+                "member": owners.get((topic, index)),
+            }
+            for (topic, index), offset in sorted(offsets.items())
+        ],
+    }
+
+
+def _owners(group: GroupDescription) -> dict[tuple[str, int], str]:
+    """``{(topic, partition): member id}`` from the decoded assignments."""
+    return {
+        tp: member.member_id
+        for member in group.members
+        if member.assignment is not None
+        for tp in member.assignment.partitions()
+    }
+
+
+def _assignment_text(member: GroupMember) -> str:
+    """A member's assignment as ``describe`` prints it (see ``group_describe_lines``)."""
+    if member.assignment is not None:
+        topics = ", ".join(
+            f"{topic}: {list(indexes)}" for topic, indexes in member.assignment.assigned
+        )
+        return f"assigned {{{topics}}}"
+    if not member.raw_assignment:
+        return "assigned -"
+    text = f"assignment {member.raw_assignment.hex()}"
+    if member.assignment_error is not None:
+        text += f" (undecodable: {member.assignment_error})"
+    return text
 
 
 @_client_errors

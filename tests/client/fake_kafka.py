@@ -12,8 +12,10 @@ to the Kafka protocol rather than to tmq's internals:
   idempotent sequence checks with dedup of the last 5 batches), Fetch (whole batches from the one
   holding the offset, the first one complete even if over the limit, then bytes up to the limit,
   so a partial trailing batch is possible; long-polls up to ``max_wait_ms``), ListOffsets,
-  InitProducerId, FindCoordinator, OffsetCommit, OffsetFetch, CreateTopics, DeleteTopics.
-  Tests script errors with ``fail_next`` and silence with ``mute``.
+  InitProducerId, FindCoordinator, OffsetCommit, OffsetFetch (null topics: every partition the
+  group committed), CreateTopics, DeleteTopics, ListGroups and DescribeGroups (of the groups
+  set up with ``FakeKafka.add_group`` and of those with only committed offsets; no membership
+  protocol runs). Tests script errors with ``fail_next`` and silence with ``mute``.
 * ``FakeNetwork`` is the ``Connector`` the client is given: it pairs each client protocol with a
   ``FakeBrokerProtocol`` through ``twisted.test.iosim`` (used only here) and pumps the bytes.
 """
@@ -116,8 +118,27 @@ class FakePartition:
         return out
 
 
+@dataclasses.dataclass
+class FakeGroup:
+    """A group as its coordinator describes it.
+
+    :ivar members: DescribeGroups member entries (``member_id``, ``client_id``,
+        ``member_assignment``, ...; missing fields take their defaults).
+    """
+
+    group_id: str
+    coordinator: int
+    state: str = "Stable"
+    protocol_type: str = "consumer"
+    protocol: str = "range"
+    members: list[dict] = dataclasses.field(default_factory=list)
+
+
 class FakeKafka:
-    """The cluster state shared by the fake brokers."""
+    """The cluster state shared by the fake brokers.
+
+    A group's coordinator is the one ``add_group`` gave it, else ``coordinator_id``.
+    """
 
     def __init__(self, broker_ids=(1,), clock: Clock | None = None):
         self.clock = clock if clock is not None else Clock()
@@ -129,6 +150,7 @@ class FakeKafka:
         self.partitions: dict[tuple[str, int], FakePartition] = {}
         self.topic_configs: dict[str, dict[str, str | None]] = {}
         self.committed: dict[tuple[str, str, int], int] = {}
+        self.groups: dict[str, FakeGroup] = {}
         self.next_producer_id = 4000
         self.delayed_fetches: list = []
 
@@ -137,6 +159,19 @@ class FakeKafka:
         for index in range(partitions):
             leader = leaders[index] if leaders else ids[index % len(ids)]
             self.partitions[(name, index)] = FakePartition(name, index, leader, [leader])
+
+    def add_group(self, group_id: str, coordinator: int | None = None, **fields) -> FakeGroup:
+        """Set up a group (``FakeGroup`` fields) at ``coordinator`` (default
+        ``coordinator_id``)."""
+        if coordinator is None:
+            coordinator = self.coordinator_id
+        group = self.groups[group_id] = FakeGroup(group_id, coordinator, **fields)
+        return group
+
+    def coordinator_of(self, group_id: str) -> int:
+        """The node id of ``group_id``'s coordinator."""
+        group = self.groups.get(group_id)
+        return group.coordinator if group is not None else self.coordinator_id
 
     def topics(self) -> dict[str, list[FakePartition]]:
         out: dict[str, list[FakePartition]] = {}
@@ -382,7 +417,7 @@ class FakeBroker:
 
     def _find_coordinator(self, body, version):
         code = self._scripted_error(ApiKey.FIND_COORDINATOR)
-        coordinator = self.kafka.brokers[self.kafka.coordinator_id]
+        coordinator = self.kafka.brokers[self.kafka.coordinator_of(body.key)]
         return {
             "error_code": code,
             "node_id": coordinator.node_id,
@@ -391,7 +426,7 @@ class FakeBroker:
         }
 
     def _offset_commit(self, body, version):
-        coordinating = self.node_id == self.kafka.coordinator_id
+        coordinating = self.node_id == self.kafka.coordinator_of(body.group_id)
         topics = []
         for topic in body.topics:
             partitions = []
@@ -407,22 +442,70 @@ class FakeBroker:
         return {"topics": topics}
 
     def _offset_fetch(self, body, version):
-        if self.node_id != self.kafka.coordinator_id:
+        if self.node_id != self.kafka.coordinator_of(body.group_id):
             return {"topics": [], "error_code": ErrorCode.NOT_COORDINATOR}
+        if body.topics is None:  # v2+: every partition the group committed
+            asked: dict[str, list[int]] = {}
+            for group, topic, index in sorted(self.kafka.committed):
+                if group == body.group_id:
+                    asked.setdefault(topic, []).append(index)
+        else:
+            asked = {topic.name: topic.partition_indexes for topic in body.topics}
         topics = []
-        for topic in body.topics:
+        for name, indexes in asked.items():
             partitions = [
                 {
                     "partition_index": index,
-                    "committed_offset": self.kafka.committed.get(
-                        (body.group_id, topic.name, index), -1
-                    ),
+                    "committed_offset": self.kafka.committed.get((body.group_id, name, index), -1),
                     "metadata": "",
                 }
-                for index in topic.partition_indexes
+                for index in indexes
             ]
-            topics.append({"name": topic.name, "partitions": partitions})
+            topics.append({"name": name, "partitions": partitions})
         return {"topics": topics}
+
+    def _list_groups(self, body, version):
+        code = self._scripted_error(ApiKey.LIST_GROUPS)
+        if code != ErrorCode.NONE:
+            return {"error_code": code, "groups": []}
+        kafka = self.kafka
+        known = set(kafka.groups) | {group_id for group_id, _, _ in kafka.committed}
+        listed = [
+            {
+                "group_id": group_id,
+                "protocol_type": kafka.groups[group_id].protocol_type
+                if group_id in kafka.groups
+                else "",  # a group that only commits offsets
+            }
+            for group_id in sorted(known)
+            if kafka.coordinator_of(group_id) == self.node_id
+        ]
+        return {"error_code": ErrorCode.NONE, "groups": listed}
+
+    def _describe_groups(self, body, version):
+        kafka = self.kafka
+        described = []
+        for group_id in body.groups:
+            code = self._scripted_error(ApiKey.DESCRIBE_GROUPS)
+            if code == ErrorCode.NONE and kafka.coordinator_of(group_id) != self.node_id:
+                code = ErrorCode.NOT_COORDINATOR
+            entry = {"group_id": group_id, "error_code": code}
+            group = kafka.groups.get(group_id)
+            if code != ErrorCode.NONE:
+                pass
+            elif group is not None:
+                entry.update(
+                    group_state=group.state,
+                    protocol_type=group.protocol_type,
+                    protocol_data=group.protocol,
+                    members=group.members,
+                )
+            elif any(key[0] == group_id for key in kafka.committed):
+                entry["group_state"] = "Empty"  # offsets but no members
+            else:
+                entry["group_state"] = "Dead"  # Kafka's answer for an unknown group before v6
+            described.append(entry)
+        return {"groups": described}
 
     def _create_topics(self, body, version):
         kafka = self.kafka

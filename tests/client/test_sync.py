@@ -16,6 +16,7 @@ from tmq.client.consumer import TopicPartition
 from tmq.client.errors import BrokerResponseError, ClientClosedError
 from tmq.client.producer import RecordMetadata
 from tmq.client.sync import ReactorThread, SyncAdmin, SyncConsumer, SyncProducer
+from tmq.protocol.apis import ApiKey
 from tmq.protocol.errors import ErrorCode
 
 GPU0 = TopicPartition("gpu", 0)
@@ -101,6 +102,26 @@ class SyncClientTests(SynchronousTestCase):
             admin.delete_topic("new")
             self.assertEqual(admin.delete_topics(["other"]), {"other": None})
             self.assertEqual(admin.list_topics(), ["gpu"])
+
+    def test_admin_groups(self):
+        """Groups are listed and described, their offsets read with end offsets; a group's
+        error is raised by describe_group and returned by describe_groups."""
+        self.kafka.add_group("sink", protocol_type="", state="Empty")
+        self.kafka.committed[("sink", "gpu", 0)] = 2
+        self.kafka.partitions["gpu", 0].log_end_offset = 5
+        with SyncAdmin("broker-1:9092", **self.options) as admin:
+            listed = admin.list_groups()
+            self.assertEqual([(g.group_id, g.state) for g in listed.groups], [("sink", "Empty")])
+            self.assertEqual(admin.describe_group("sink").state, "Empty")
+            self.assertEqual(list(admin.describe_groups(["sink", "none"])), ["sink", "none"])
+            offsets = admin.group_offsets("sink", include=[("gpu", 0)])
+            self.assertEqual(offsets[GPU0].lag, 3)
+            self.kafka.brokers[1].fail_next(
+                ApiKey.DESCRIBE_GROUPS, ErrorCode.GROUP_AUTHORIZATION_FAILED
+            )
+            with self.assertRaises(BrokerResponseError) as raised:
+                admin.describe_group("sink")
+            self.assertEqual(raised.exception.error_code, ErrorCode.GROUP_AUTHORIZATION_FAILED)
 
 
 class ImmediateReactor:

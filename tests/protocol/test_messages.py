@@ -12,6 +12,8 @@ from message_strategies import message_values
 from tmq.protocol.apis import API_BY_KEY, INTERNAL_API_BY_KEY, ApiKey, api_versions_fallback
 from tmq.protocol.errors import ProtocolError
 from tmq.protocol.messages.api_versions import ApiVersionsResponse
+from tmq.protocol.messages.describe_groups import DescribeGroupsRequest, DescribeGroupsResponse
+from tmq.protocol.messages.list_groups import ListGroupsRequest
 from tmq.protocol.messages.metadata import MetadataRequest
 from tmq.protocol.messages.produce import ProduceRequest
 
@@ -111,7 +113,8 @@ class DeclarationTests:
             ProduceRequest.parse(b"", 9)
 
     def test_advertised_ranges(self):
-        """The advertised ranges are the ones DESIGN §2 fixes."""
+        """The declared ranges are the ones DESIGN §2 fixes; DescribeGroups and ListGroups
+        stop below their first flexible versions (5 and 3)."""
         ranges = {api.key: (api.min_version, api.max_version) for api in API_BY_KEY.values()}
         assert ranges == {
             ApiKey.PRODUCE: (0, 8),
@@ -125,12 +128,58 @@ class DeclarationTests:
             ApiKey.HEARTBEAT: (0, 3),
             ApiKey.LEAVE_GROUP: (0, 3),
             ApiKey.SYNC_GROUP: (0, 3),
+            ApiKey.DESCRIBE_GROUPS: (0, 4),
+            ApiKey.LIST_GROUPS: (0, 2),
             ApiKey.API_VERSIONS: (0, 3),
             ApiKey.CREATE_TOPICS: (0, 4),
             ApiKey.DELETE_TOPICS: (0, 3),
             ApiKey.INIT_PRODUCER_ID: (0, 1),
             ApiKey.OFFSET_FOR_LEADER_EPOCH: (0, 3),
         }
+
+    def test_list_groups_request_has_no_body(self):
+        """ListGroups v0-2 requests carry no field: the body is empty."""
+        for version in range(3):
+            assert ListGroupsRequest.build({}, version) == b""
+            assert ListGroupsRequest.parse(b"", version) == {}
+
+    def test_describe_groups_request_asks_for_operations_from_v3(self):
+        """The include_authorized_operations flag is a trailing BOOL from v3 only."""
+        value = {"groups": ["g"], "include_authorized_operations": True}
+        assert DescribeGroupsRequest.build(value, 2) == bytes.fromhex("00000001000167")
+        assert DescribeGroupsRequest.build(value, 3) == bytes.fromhex("0000000100016701")
+
+    def test_describe_groups_response_layout_by_version(self):
+        """v4 has the throttle time, each member's nullable group_instance_id and the group's
+        authorized operations; v0 has none of them, and parses them as their defaults (null,
+        and INT32 min: "not asked for")."""
+        group = {
+            "error_code": 0,
+            "group_id": "g",
+            "group_state": "Stable",
+            "protocol_type": "consumer",
+            "protocol_data": "range",
+            "members": [
+                {
+                    "member_id": "m",
+                    "group_instance_id": None,
+                    "client_id": "c",
+                    "client_host": "h",
+                    "member_metadata": b"",
+                    "member_assignment": b"\x01",
+                }
+            ],
+        }
+        head = "00000001 0000 000167 0006" + b"Stable".hex()
+        head += " 0008" + b"consumer".hex() + " 0005" + b"range".hex() + " 00000001 00016d"
+        tail = " 000163 000168 00000000 00000001 01 "
+        v4 = DescribeGroupsResponse.build({"throttle_time_ms": 0, "groups": [group]}, 4)
+        assert v4 == bytes.fromhex("00000000 " + head + " ffff" + tail + "80000000")
+        v0 = DescribeGroupsResponse.build({"groups": [group]}, 0)
+        assert v0 == bytes.fromhex(head + tail)
+        (parsed,) = DescribeGroupsResponse.parse(v0, 0).groups
+        assert parsed.members[0].group_instance_id is None
+        assert parsed.authorized_operations == -(2**31)
 
     def test_internal_apis_are_apart(self):
         """The broker-to-broker APIs have keys from 1000, none of them advertised."""

@@ -19,7 +19,8 @@ Name mapping: kafka-python names fields with the snake_case of Kafka's names, as
 places differ and are mapped in ``_KP_NAMES``: OffsetCommit's ``GenerationIdOrMemberEpoch``
 (Kafka's later name for ``GenerationId``, KIP-848) and Metadata's two ``AuthorizedOperations``
 fields, which kafka-python renames and decodes as a set of bit numbers (``None`` for INT32 min,
-"not requested"). Tagged fields are not declared in tmq (it carries them as raw ``{tag: bytes}``),
+"not requested"); DescribeGroups' ``authorized_operations`` is such a bit set too (``_BITFIELDS``),
+under its own name. Tagged fields are not declared in tmq (it carries them as raw ``{tag: bytes}``),
 so the declaration comparison leaves kafka-python's tagged fields out; a separate test checks that
 tags kafka-python writes survive tmq's decode and re-encode.
 """
@@ -74,6 +75,7 @@ _KP_NAMES = {
 _BITFIELDS = {
     ("MetadataResponse", "topics.topic_authorized_operations"),
     ("MetadataResponse", "cluster_authorized_operations"),
+    ("DescribeGroupsResponse", "groups.authorized_operations"),
 }
 
 
@@ -1202,6 +1204,109 @@ VECTORS = [
         },
     ),
     (
+        "DescribeGroups",
+        "request",
+        range(0, 5),
+        "two-groups",
+        {"groups": ["telemetry-sink", "billing"], "include_authorized_operations": True},
+    ),
+    (
+        "DescribeGroups",
+        "request",
+        range(0, 5),
+        "none",
+        {"groups": [], "include_authorized_operations": False},
+    ),
+    (
+        "DescribeGroups",
+        "response",
+        range(0, 5),
+        "stable-and-dead",
+        {
+            "throttle_time_ms": 0,
+            "groups": [
+                {
+                    "error_code": ErrorCode.NONE,
+                    "group_id": "telemetry-sink",
+                    "group_state": "Stable",
+                    "protocol_type": "consumer",
+                    "protocol_data": "range",
+                    "members": [
+                        {
+                            "member_id": "sink-1-3f2a",
+                            "group_instance_id": "sink-host-a",
+                            "client_id": "consumer-telemetry-sink-1",
+                            "client_host": "/10.0.3.7",
+                            "member_metadata": SUBSCRIPTION,
+                            "member_assignment": ASSIGNMENT,
+                        },
+                        {
+                            "member_id": "sink-2-9b1c",
+                            "group_instance_id": None,
+                            "client_id": "consumer-telemetry-sink-2",
+                            "client_host": "/10.0.3.8",
+                            "member_metadata": SUBSCRIPTION,
+                            "member_assignment": b"",
+                        },
+                    ],
+                    # READ (3), DESCRIBE (8) and DELETE (6) of Kafka's AclOperation bits
+                    "authorized_operations": (1 << 3) | (1 << 6) | (1 << 8),
+                },
+                {
+                    "error_code": ErrorCode.NONE,
+                    "group_id": "billing",
+                    "group_state": "Dead",
+                    "protocol_type": "",
+                    "protocol_data": "",
+                    "members": [],
+                    "authorized_operations": AUTHORIZED_OPERATIONS_OMITTED,
+                },
+            ],
+        },
+    ),
+    (
+        "DescribeGroups",
+        "response",
+        range(0, 5),
+        "loading",
+        {
+            "throttle_time_ms": 10,
+            "groups": [
+                {
+                    "error_code": ErrorCode.COORDINATOR_LOAD_IN_PROGRESS,
+                    "group_id": "telemetry-sink",
+                    "group_state": "",
+                    "protocol_type": "",
+                    "protocol_data": "",
+                    "members": [],
+                    "authorized_operations": AUTHORIZED_OPERATIONS_OMITTED,
+                }
+            ],
+        },
+    ),
+    ("ListGroups", "request", range(0, 3), "all", {}),
+    (
+        "ListGroups",
+        "response",
+        range(0, 3),
+        "two-groups",
+        {
+            "throttle_time_ms": 0,
+            "error_code": ErrorCode.NONE,
+            "groups": [
+                {"group_id": "telemetry-sink", "protocol_type": "consumer"},
+                {"group_id": "connect-cluster", "protocol_type": "connect"},
+            ],
+        },
+    ),
+    (
+        "ListGroups",
+        "response",
+        range(0, 3),
+        "loading",
+        {"throttle_time_ms": 5, "error_code": ErrorCode.COORDINATOR_LOAD_IN_PROGRESS, "groups": []},
+    ),
+    (
         "OffsetForLeaderEpoch",
         "request",
         range(0, 4),
@@ -1408,6 +1513,8 @@ FRAME_CASES = [
     pytest.param("ApiVersions", 3, "empty-software", None, id="ApiVersions-v3-null-client-id"),
     pytest.param("JoinGroup", 5, "new-member", "consumer-telemetry-sink-1", id="JoinGroup-v5"),
     pytest.param("InitProducerId", 1, "idempotent", "ünïcode-client", id="InitProducerId-v1"),
+    pytest.param("DescribeGroups", 4, "two-groups", "tmq-admin", id="DescribeGroups-v4"),
+    pytest.param("ListGroups", 2, "all", "tmq-admin", id="ListGroups-v2-empty-body"),
 ]
 
 RESPONSE_FRAME_CASES = [
@@ -1418,6 +1525,8 @@ RESPONSE_FRAME_CASES = [
     pytest.param("ApiVersions", 3, "software", "tmq-table", id="ApiVersions-v3"),
     pytest.param("FindCoordinator", 2, "group", "found", id="FindCoordinator-v2"),
     pytest.param("SyncGroup", 3, "leader", "assigned", id="SyncGroup-v3"),
+    pytest.param("DescribeGroups", 4, "two-groups", "stable-and-dead", id="DescribeGroups-v4"),
+    pytest.param("ListGroups", 2, "all", "two-groups", id="ListGroups-v2"),
 ]
 
 #: Near INT32 max, so a correlation id read or written with the wrong width or sign shows.

@@ -6,12 +6,21 @@ any Kafka-compatible broker. Everything runs on an injected reactor:
 * ``Cluster``: bootstrap, metadata and one connection per broker, shared by the rest;
 * ``Producer``: batching, compression, acks, idempotence, retries;
 * ``Consumer``: assigned partitions, offset reset, long-poll fetches, simple commits;
-* ``Admin``: create, delete and describe topics;
+* ``Admin``: create, delete and describe topics; list and describe groups, their offsets and lag;
 * ``tmq.client.sync``: blocking wrappers for scripts (``SyncProducer``, ``SyncConsumer``,
   ``SyncAdmin``).
 """
 
-from .admin import Admin, ClusterInfo, NewTopic
+from .admin import (
+    Admin,
+    ClusterInfo,
+    GroupDescription,
+    GroupList,
+    GroupListing,
+    GroupMember,
+    GroupOffset,
+    NewTopic,
+)
 from .cluster import BrokerInfo, Cluster, ClusterMetadata, PartitionInfo, TopicInfo
 from .connection import KafkaConnection, tcp_connector
 from .consumer import Consumer, ConsumerRecord, TopicPartition
@@ -42,6 +51,11 @@ __all__ = [
     "ConnectionLostError",
     "Consumer",
     "ConsumerRecord",
+    "GroupDescription",
+    "GroupList",
+    "GroupListing",
+    "GroupMember",
+    "GroupOffset",
     "KafkaConnection",
     "KafkaError",
     "KafkaProtocolError",

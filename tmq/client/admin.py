@@ -1,4 +1,4 @@
-"""Cluster administration: create, delete and describe topics; describe the cluster.
+"""Cluster administration: create, delete and describe topics and groups; describe the cluster.
 
 CreateTopics and DeleteTopics go to the controller named in Metadata; a topic answered
 NOT_CONTROLLER (the controller moved) or a connection failure is retried on the controller of
@@ -10,6 +10,15 @@ watermark (ListOffsets LATEST as a consumer asks it, ``replica_id`` -1) and ever
 end offset (ListOffsets LATEST with ``replica_id`` -2, Kafka's DEBUGGING_REPLICA_ID, which any
 replica answers from its own log). One request per broker and kind, all at once; what a broker
 cannot tell is ``None``.
+
+Groups: ``list_groups`` asks every live broker for the groups it coordinates (ListGroups), then
+each broker for their states (DescribeGroups, as ListGroups v0-2 carries no state).
+``describe_groups`` asks each group's coordinator (FindCoordinator, then DescribeGroups) and
+decodes the members' assignments of ``"consumer"`` groups; ``group_offsets`` reads a group's
+committed offsets from its coordinator (OffsetFetch) and the partitions' end offsets from their
+leaders (ListOffsets LATEST, the high watermark a consumer reads up to), hence the lag. A request
+to a coordinator is retried on retriable errors until ``api_timeout_ms``; a moved or unavailable
+coordinator (NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE, a lost connection) is looked up again.
 """
 
 from __future__ import annotations
@@ -26,14 +35,38 @@ from tmq.protocol.apis import ApiKey
 from tmq.protocol.errors import ErrorCode
 
 from .cluster import BrokerInfo, Cluster, ClusterMetadata, PartitionInfo, TopicInfo
-from .errors import BrokerResponseError, KafkaError
+from .consumer import TopicPartition
+from .consumer_protocol import ConsumerAssignment, decode_assignment
+from .errors import (
+    BrokerResponseError,
+    ConnectionFailedError,
+    ConnectionLostError,
+    KafkaError,
+    RequestTimedOutError,
+    UnsupportedVersionError,
+)
 
-__all__ = ["Admin", "ClusterInfo", "NewTopic", "PartitionOffsets"]
+__all__ = [
+    "Admin",
+    "ClusterInfo",
+    "GroupDescription",
+    "GroupList",
+    "GroupListing",
+    "GroupMember",
+    "GroupOffset",
+    "NewTopic",
+    "PartitionOffsets",
+]
 
 _LATEST = -1  # ListOffsets timestamp: the high watermark (consumer) or log end offset (replica)
 _CONSUMER = -1  # ListOffsets replica_id of a consumer: the leader answers, with the HW
 _DEBUGGING_REPLICA = -2  # ListOffsets replica_id of a tool: any replica answers, with its LEO
 _READ_UNCOMMITTED = 0
+_CONSUMER_PROTOCOL = "consumer"  # the protocol type whose assignments are decoded
+
+#: Coordinator errors after which the coordinator is looked up again before a retry.
+_MOVED_COORDINATOR = frozenset({ErrorCode.NOT_COORDINATOR, ErrorCode.COORDINATOR_NOT_AVAILABLE})
+_LOST = (ConnectionFailedError, ConnectionLostError, RequestTimedOutError)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,8 +109,106 @@ class PartitionOffsets:
     log_end_offsets: dict[int, int | None]
 
 
+@dataclasses.dataclass(frozen=True)
+class GroupListing:
+    """A group as ``list_groups`` finds it.
+
+    :ivar protocol_type: ``"consumer"`` for consumer groups; empty for a group that only
+        commits offsets.
+    :ivar state: as DescribeGroups names it (``"Stable"``, ``"Empty"``, ...); ``None`` when the
+        coordinator did not tell (DescribeGroups unsupported, failed, or answered an error).
+    :ivar coordinator: the id of the broker that listed it: its coordinator.
+    """
+
+    group_id: str
+    protocol_type: str
+    state: str | None
+    coordinator: int
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupList:
+    """What ``list_groups`` found.
+
+    :ivar groups: every group listed, by group id; a group two brokers both list (its
+        coordinator moving) appears once, as the broker with the lower id listed it.
+    :ivar errors: ``{broker id: KafkaError}`` for each live broker that could not be reached or
+        answered ListGroups with an error: the listing lacks the groups it coordinates.
+    """
+
+    groups: list[GroupListing]
+    errors: dict[int, KafkaError]
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupMember:
+    """One member of a described group.
+
+    :ivar raw_assignment: the assignment bytes as the coordinator gave them (empty unless the
+        group is Stable).
+    :ivar assignment: ``raw_assignment`` decoded, for a ``"consumer"`` group whose member has a
+        non-empty assignment that decodes; ``None`` otherwise.
+    :ivar assignment_error: why a ``"consumer"`` member's non-empty assignment did not decode;
+        ``None`` when it did or was not decoded.
+    """
+
+    member_id: str
+    group_instance_id: str | None
+    client_id: str
+    client_host: str
+    raw_assignment: bytes
+    assignment: ConsumerAssignment | None = None
+    assignment_error: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupDescription:
+    """A group as its coordinator describes it.
+
+    :ivar state: ``"Empty"``, ``"PreparingRebalance"``, ``"CompletingRebalance"``,
+        ``"Stable"`` or ``"Dead"`` (which is also how a coordinator before DescribeGroups v6
+        answers for a group it does not know).
+    :ivar protocol: the protocol the members agreed on (e.g. ``"range"``), empty unless Stable.
+    :ivar members: in the coordinator's order.
+    :ivar coordinator: the id of the broker that answered.
+    """
+
+    group_id: str
+    state: str
+    protocol_type: str
+    protocol: str
+    members: list[GroupMember]
+    coordinator: int
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupOffset:
+    """One partition of a group: its committed offset and where the partition ends.
+
+    :ivar committed: the offset the group committed; ``None`` when it committed none.
+    :ivar metadata: the metadata committed with it (``None`` when none, or null).
+    :ivar end_offset: the leader's high watermark (ListOffsets LATEST as a consumer reads it);
+        ``None`` when the topic is unknown, the partition has no leader, or the leader could not
+        be reached or answered an error.
+    """
+
+    topic: str
+    partition: int
+    committed: int | None
+    metadata: str | None
+    end_offset: int | None
+
+    @property
+    def lag(self) -> int | None:
+        """``end_offset - committed`` when both are known, else ``None``; negative when the
+        log was truncated below the committed offset."""
+        if self.committed is None or self.end_offset is None:
+            return None
+        return self.end_offset - self.committed
+
+
 class Admin:
-    """Topic and cluster administration over a shared ``Cluster``.
+    """Topic, group and cluster administration over a shared ``Cluster``.
 
     :param cluster: the shared ``Cluster`` (the admin client does not close it).
     :param operation_timeout_ms: the requests' ``timeout_ms``: how long the controller may
@@ -289,6 +420,198 @@ class Admin:
             )
         )
 
+    # -- groups ----------------------------------------------------------------------------
+
+    def list_groups(self) -> Deferred:
+        """Every group of the cluster: ListGroups to each live broker (those Metadata names),
+        then DescribeGroups to each for the states of the groups it listed.
+
+        A broker's ListGroups answered with a retriable error (COORDINATOR_LOAD_IN_PROGRESS) is
+        asked again until ``api_timeout_ms``; a broker that cannot be reached or keeps
+        answering an error is reported in ``GroupList.errors``, never failing the call.
+
+        :returns: a Deferred firing with a ``GroupList``, or failing with a ``KafkaError`` when
+            no broker answers Metadata.
+        """
+        return Deferred.fromCoroutine(self._list_groups())
+
+    async def _list_groups(self) -> GroupList:
+        metadata: ClusterMetadata = await self._cluster.describe([])
+        nodes = sorted(metadata.brokers)
+        answers = await gatherResults(
+            [Deferred.fromCoroutine(self._groups_on(node)) for node in nodes]
+        )
+        found: dict[str, GroupListing] = {}
+        errors: dict[int, KafkaError] = {}
+        for node, answer in zip(nodes, answers, strict=True):
+            if isinstance(answer, KafkaError):
+                errors[node] = answer
+                continue
+            for listing in answer:
+                found.setdefault(listing.group_id, listing)
+        return GroupList([found[group] for group in sorted(found)], errors)
+
+    async def _groups_on(self, node: int) -> list[GroupListing] | KafkaError:
+        """The groups broker ``node`` coordinates, with their states; the error that kept it
+        from listing them otherwise."""
+        deadline = self._clock.seconds() + self._api_timeout_s
+        attempt = 0
+        while True:
+            try:
+                response = await self._cluster.send(node, ApiKey.LIST_GROUPS, {})
+            except KafkaError as error:
+                return error
+            if response.error_code == ErrorCode.NONE:
+                break
+            error = BrokerResponseError(response.error_code, f"ListGroups on broker {node}")
+            if not error.retriable or self._clock.seconds() >= deadline:
+                return error
+            attempt += 1
+            await deferLater(self._clock, min(self._backoff_s * 2 ** (attempt - 1), 1.0))
+        listed = [(group.group_id, group.protocol_type) for group in response.groups]
+        states = await self._states_on(node, [group_id for group_id, _ in listed])
+        return [
+            GroupListing(group_id, protocol_type, states.get(group_id), node)
+            for group_id, protocol_type in listed
+        ]
+
+    async def _states_on(self, node: int, group_ids: list[str]) -> dict[str, str]:
+        """``{group id: state}`` as broker ``node`` describes them, for those it answers
+        without error; ``{}`` when the request fails."""
+        if not group_ids:
+            return {}
+        body = {"groups": group_ids, "include_authorized_operations": False}
+        try:
+            response = await self._cluster.send(node, ApiKey.DESCRIBE_GROUPS, body)
+        except KafkaError:
+            return {}
+        return {
+            group.group_id: group.group_state
+            for group in response.groups
+            if group.error_code == ErrorCode.NONE
+        }
+
+    def describe_groups(self, group_ids: Iterable[str]) -> Deferred:
+        """Describe groups, each by its coordinator (FindCoordinator, then DescribeGroups),
+        all at once.
+
+        Members' assignments are decoded for groups of protocol type ``"consumer"``; one that
+        does not decode is kept raw (``GroupMember.assignment_error`` says why).
+
+        :returns: a Deferred firing with ``{group id: GroupDescription or KafkaError}``: the
+            error for a group whose coordinator could not be found or reached, or answered an
+            error (e.g. GROUP_AUTHORIZATION_FAILED), once retries stop.
+        """
+        wanted = list(dict.fromkeys(group_ids))
+        return Deferred.fromCoroutine(self._describe_groups(wanted))
+
+    async def _describe_groups(self, wanted: list[str]) -> dict[str, GroupDescription | KafkaError]:
+        async def one(group: str) -> GroupDescription | KafkaError:
+            try:
+                return await self._on_coordinator(
+                    group,
+                    ApiKey.DESCRIBE_GROUPS,
+                    {"groups": [group], "include_authorized_operations": False},
+                    _described,
+                )
+            except KafkaError as error:
+                return error
+
+        answers = await gatherResults([Deferred.fromCoroutine(one(group)) for group in wanted])
+        return dict(zip(wanted, answers, strict=True))
+
+    def describe_group(self, group_id: str) -> Deferred:
+        """Describe one group (see ``describe_groups``).
+
+        :returns: a Deferred firing with its ``GroupDescription``, or failing with the
+            ``KafkaError`` that kept it from being described.
+        """
+        return self.describe_groups([group_id]).addCallback(_single_description, group_id)
+
+    def group_offsets(self, group_id: str, include: Iterable[tuple[str, int]] = ()) -> Deferred:
+        """The committed offsets of group ``group_id``, with each partition's end offset and
+        so its lag.
+
+        The coordinator is asked for every partition the group committed (OffsetFetch with
+        null topics, v2+); the leaders named by fresh metadata for their high watermarks
+        (ListOffsets LATEST, one request per leader; a leader that cannot tell leaves
+        ``end_offset`` ``None``). The offsets and end offsets are read one after the other, so
+        under traffic a lag is a snapshot, not exact.
+
+        :param include: partitions to report even if the group committed nothing for them
+            (``committed`` ``None``), e.g. those assigned to its members.
+        :returns: a Deferred firing with ``{TopicPartition: GroupOffset}`` ordered by topic and
+            partition, or failing with a ``KafkaError``: the coordinator's error once retries
+            stop (a group the coordinator does not know has no offsets: ``{}`` plus
+            ``include``), ``UnsupportedVersionError`` from a broker without OffsetFetch v2.
+        """
+        return Deferred.fromCoroutine(self._group_offsets(group_id, list(include)))
+
+    async def _group_offsets(
+        self, group: str, include: list[tuple[str, int]]
+    ) -> dict[TopicPartition, GroupOffset]:
+        def body(version: int) -> dict:
+            if version < 2:
+                raise UnsupportedVersionError(
+                    f"OffsetFetch v{version} cannot ask for all of a group's offsets (v2+ can)"
+                )
+            return {"group_id": group, "topics": None}
+
+        committed: dict[TopicPartition, tuple[int, str | None]] = await self._on_coordinator(
+            group, ApiKey.OFFSET_FETCH, body, _fetched
+        )
+        wanted = set(committed) | {TopicPartition(*tp) for tp in include}
+        ends = await self._end_offsets(wanted)
+        offsets = {}
+        for tp in sorted(wanted):
+            offset, metadata = committed.get(tp, (None, None))
+            offsets[tp] = GroupOffset(tp.topic, tp.partition, offset, metadata, ends.get(tp))
+        return offsets
+
+    async def _end_offsets(self, wanted: set[TopicPartition]) -> dict[TopicPartition, int]:
+        """The high watermark of each ``wanted`` partition whose leader tells it."""
+        if not wanted:
+            return {}
+        metadata: ClusterMetadata = await self._cluster.describe({tp.topic for tp in wanted})
+        leaders: dict[int, list[PartitionInfo]] = {}
+        for tp in sorted(wanted):
+            topic = metadata.topics.get(tp.topic)
+            partition = topic.partitions.get(tp.partition) if topic is not None else None
+            if partition is not None and partition.leader in metadata.brokers:
+                leaders.setdefault(partition.leader, []).append(partition)
+        answers = await gatherResults(
+            [
+                self._latest_offsets(node, _CONSUMER, partitions)
+                for node, partitions in sorted(leaders.items())
+            ]
+        )
+        ends: dict[TopicPartition, int] = {}
+        for answer in answers:
+            for (topic, index), offset in answer.items():
+                ends[TopicPartition(topic, index)] = offset
+        return ends
+
+    async def _on_coordinator(self, group: str, api_key: int, body, interpret) -> Any:
+        """Send a request to ``group``'s coordinator and return ``interpret(response, group,
+        node)``, which raises ``BrokerResponseError`` for an error answer. Retriable errors are
+        retried until ``api_timeout_ms``, looking the coordinator up again when it moved or
+        could not be reached."""
+        deadline = self._clock.seconds() + self._api_timeout_s
+        attempt = 0
+        while True:
+            try:
+                node = await self._cluster.coordinator(group)
+                response = await self._cluster.send(node, api_key, body)
+                return interpret(response, group, node)
+            except KafkaError as error:
+                if not error.retriable or self._clock.seconds() >= deadline:
+                    raise
+                code = getattr(error, "error_code", None)
+                if code in _MOVED_COORDINATOR or isinstance(error, _LOST):
+                    self._cluster.forget_coordinator(group)
+                attempt += 1
+                await deferLater(self._clock, min(self._backoff_s * 2 ** (attempt - 1), 1.0))
+
     async def _on_controller(
         self, api_key: int, names: list[str], body, results_field: str
     ) -> dict[str, KafkaError | None]:
@@ -355,6 +678,82 @@ def _found_topics(metadata: ClusterMetadata, wanted: list[str] | None) -> dict[s
             ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"Metadata for {', '.join(missing)}"
         )
     return dict(metadata.topics)
+
+
+def _described(response: Any, group: str, node: int) -> GroupDescription:
+    """The ``GroupDescription`` of ``group`` in a DescribeGroups answer from broker ``node``.
+
+    :raises BrokerResponseError: the group's error code, or UNKNOWN_SERVER_ERROR when the
+        answer does not mention the group.
+    """
+    for answer in response.groups:
+        if answer.group_id == group:
+            break
+    else:
+        raise BrokerResponseError(
+            ErrorCode.UNKNOWN_SERVER_ERROR, f"DescribeGroups {group!r}: not in the answer"
+        )
+    if answer.error_code != ErrorCode.NONE:
+        raise BrokerResponseError(answer.error_code, f"DescribeGroups {group!r}")
+    decode = answer.protocol_type == _CONSUMER_PROTOCOL
+    return GroupDescription(
+        group_id=answer.group_id,
+        state=answer.group_state,
+        protocol_type=answer.protocol_type,
+        protocol=answer.protocol_data,
+        members=[_member(member, decode) for member in answer.members],
+        coordinator=node,
+    )
+
+
+def _member(answer: Any, decode: bool) -> GroupMember:
+    raw = bytes(answer.member_assignment)
+    assignment = error = None
+    if decode and raw:
+        try:
+            assignment = decode_assignment(raw)
+        except ValueError as e:
+            error = str(e)
+    return GroupMember(
+        member_id=answer.member_id,
+        group_instance_id=answer.group_instance_id,
+        client_id=answer.client_id,
+        client_host=answer.client_host,
+        raw_assignment=raw,
+        assignment=assignment,
+        assignment_error=error,
+    )
+
+
+def _fetched(response: Any, group: str, _node: int) -> dict[TopicPartition, tuple[int, str | None]]:
+    """``{partition: (committed offset, metadata)}`` of an OffsetFetch answer, leaving out the
+    partitions with nothing committed (offset -1).
+
+    :raises BrokerResponseError: the answer's error code, or a partition's.
+    """
+    if response.error_code != ErrorCode.NONE:
+        raise BrokerResponseError(response.error_code, f"OffsetFetch for group {group!r}")
+    committed = {}
+    for topic in response.topics:
+        for answer in topic.partitions:
+            if answer.error_code != ErrorCode.NONE:
+                raise BrokerResponseError(
+                    answer.error_code,
+                    f"OffsetFetch {topic.name}-{answer.partition_index} for group {group!r}",
+                )
+            if answer.committed_offset >= 0:
+                tp = TopicPartition(topic.name, answer.partition_index)
+                committed[tp] = (answer.committed_offset, answer.metadata)
+    return committed
+
+
+def _single_description(
+    described: dict[str, GroupDescription | KafkaError], group: str
+) -> GroupDescription:
+    outcome = described[group]
+    if isinstance(outcome, KafkaError):
+        raise outcome
+    return outcome
 
 
 def _single(outcomes: dict[str, KafkaError | None], name: str) -> None:

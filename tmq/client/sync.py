@@ -26,10 +26,11 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import blockingCallFromThread
 from twisted.python import threadable
 
-from .admin import Admin, ClusterInfo, NewTopic
+from .admin import Admin, ClusterInfo, GroupDescription, GroupList, GroupOffset, NewTopic
 from .cluster import Cluster
 from .connection import Connector
-from .consumer import Consumer, ConsumerRecord
+from .consumer import Consumer, ConsumerRecord, TopicPartition
+from .errors import KafkaError
 from .producer import Producer, RecordMetadata
 
 __all__ = [
@@ -320,3 +321,21 @@ class SyncAdmin(_SyncClient):
     def describe_cluster(self) -> ClusterInfo:
         """See ``Admin.describe_cluster``."""
         return self._runner.call(self._admin.describe_cluster)
+
+    def list_groups(self) -> GroupList:
+        """See ``Admin.list_groups``."""
+        return self._runner.call(self._admin.list_groups)
+
+    def describe_groups(self, group_ids: Iterable[str]) -> dict[str, GroupDescription | KafkaError]:
+        """See ``Admin.describe_groups``: each group maps to its description or its error."""
+        return self._runner.call(self._admin.describe_groups, list(group_ids))
+
+    def describe_group(self, group_id: str) -> GroupDescription:
+        """See ``Admin.describe_group``; raises the group's ``KafkaError``."""
+        return self._runner.call(self._admin.describe_group, group_id)
+
+    def group_offsets(
+        self, group_id: str, include: Iterable[tuple[str, int]] = ()
+    ) -> dict[TopicPartition, GroupOffset]:
+        """See ``Admin.group_offsets``."""
+        return self._runner.call(self._admin.group_offsets, group_id, list(include))
