@@ -779,6 +779,24 @@ class CloseTests:
         assert clock.getDelayedCalls() == []
         assert c.closed
 
+    def test_unload_drops_one_group_and_keeps_the_others(self):
+        """unload(g) answers g's parked JoinGroup with NOT_COORDINATOR and cancels g's timers;
+        another group keeps its members and timers, and a later JoinGroup for g starts it
+        afresh at generation 1."""
+        c, clock = coordinator()
+        (kept,), _ = form(c, clock, 1, group="kept")
+        (a,), _ = form(c, clock, 1, group="moved")
+        parked = join(c, group="moved", client="late")
+        c.unload("moved")
+        assert fired(parked).error is ErrorCode.NOT_COORDINATOR
+        assert len(clock.getDelayedCalls()) == 1  # the session timer of kept's member
+        assert [g.group_id for g in c.groups()] == ["kept"]
+        assert c.heartbeat("kept", generation_id=1, member_id=kept) is NONE
+        assert c.heartbeat("moved", generation_id=1, member_id=a) is ErrorCode.UNKNOWN_MEMBER_ID
+        form(c, clock, 1, group="moved")
+        assert c.describe("moved").generation_id == 1
+        c.unload("never-known")  # nothing to do
+
     def test_requests_after_close(self):
         """After close every request gets COORDINATOR_NOT_AVAILABLE; close is idempotent."""
         c, clock = coordinator()

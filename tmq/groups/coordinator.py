@@ -665,27 +665,40 @@ class GroupCoordinator:
 
     # -- shutdown -----------------------------------------------------------------------------
 
+    def unload(self, group_id: str) -> None:
+        """Stop coordinating ``group_id`` (its coordinator moved to another broker): its
+        parked JoinGroup and SyncGroup requests are answered NOT_COORDINATOR, so the clients
+        look the coordinator up again, and its timers are cancelled. Its committed offsets
+        live in the metadata store and stay."""
+        group = self._groups.pop(group_id, None)
+        if group is None:
+            return
+        try:
+            self._drop(group)
+        finally:
+            self._flush()
+
+    def _drop(self, group: Group) -> None:
+        group.transition_to(GroupState.DEAD)
+        for member in group.members.values():
+            self._answer_join(
+                member, JoinResult(ErrorCode.NOT_COORDINATOR, member_id=member.member_id)
+            )
+            waiter, member.sync_waiter = member.sync_waiter, None
+            if waiter is not None:
+                self._answer(waiter, SyncResult(ErrorCode.NOT_COORDINATOR))
+        for key in [k for k in self._timers if k[1] == group.group_id]:
+            self._cancel(key)
+
     def close(self) -> None:
-        """Stop coordinating (shutdown, or this broker no longer coordinates the groups):
-        every parked JoinGroup and SyncGroup is answered NOT_COORDINATOR, so the client looks
-        the coordinator up again; every timer is cancelled; later requests get
-        COORDINATOR_NOT_AVAILABLE. Idempotent."""
+        """Stop coordinating every group (shutdown): as ``unload`` for each; later requests
+        get COORDINATOR_NOT_AVAILABLE. Idempotent."""
         if self._closed:
             return
         self._closed = True
         try:
             for group in self._groups.values():
-                group.transition_to(GroupState.DEAD)
-                for member in group.members.values():
-                    self._answer_join(
-                        member, JoinResult(ErrorCode.NOT_COORDINATOR, member_id=member.member_id)
-                    )
-                    waiter, member.sync_waiter = member.sync_waiter, None
-                    if waiter is not None:
-                        self._answer(waiter, SyncResult(ErrorCode.NOT_COORDINATOR))
-            for call in self._timers.values():
-                call.cancel()
-            self._timers.clear()
+                self._drop(group)
             self._groups.clear()
         finally:
             self._flush()
