@@ -4,6 +4,7 @@ on the in-memory cluster (``memory_cluster``)."""
 from __future__ import annotations
 
 from memory_cluster import fired
+from twisted.internet import defer
 
 from tmq.broker import admin_apis
 from tmq.protocol.errors import ErrorCode
@@ -48,35 +49,54 @@ class CoordinatorPlacementTests:
                 assert after[group] == before[group]
 
 
+def commit_request(group: str, offset: int) -> dict:
+    return {
+        "group_id": group,
+        "generation_id": -1,
+        "member_id": "",
+        "group_instance_id": None,
+        "retention_time_ms": -1,
+        "topics": [
+            {
+                "name": "t",
+                "partitions": [
+                    {
+                        "partition_index": 0,
+                        "committed_offset": offset,
+                        "committed_leader_epoch": 0,
+                        "committed_metadata": None,
+                    }
+                ],
+            }
+        ],
+    }
+
+
+def commit(node, group: str, offset: int) -> int:
+    header = RequestHeader(8, 7, 1, "t", {})
+    answer = admin_apis.offset_commit(node.broker, header, commit_request(group, offset))
+    if isinstance(answer, defer.Deferred):
+        answer = fired(answer)
+    return answer["topics"][0]["partitions"][0]["error_code"]
+
+
 class OffsetCommitTests:
-    def test_a_broker_that_does_not_lead_the_partition_stores_the_commit(self, cluster):
-        """A simple commit (generation -1) of a partition led elsewhere is stored, and any
-        broker reads it back."""
+    def test_the_coordinator_stores_a_commit_of_a_partition_led_elsewhere(self, cluster):
+        """A simple commit (generation -1) at the group's coordinator is stored even when that
+        broker does not lead the partition; the store has it."""
         cluster.create_topic("t")
-        follower = next(n for n in cluster.nodes.values() if ("t", 0) not in n.broker.partitions)
-        request = {
-            "group_id": "g",
-            "generation_id": -1,
-            "member_id": "",
-            "group_instance_id": None,
-            "retention_time_ms": -1,
-            "topics": [
-                {
-                    "name": "t",
-                    "partitions": [
-                        {
-                            "partition_index": 0,
-                            "committed_offset": 42,
-                            "committed_leader_epoch": 0,
-                            "committed_metadata": None,
-                        }
-                    ],
-                }
-            ],
-        }
-        answer = fired(
-            admin_apis.offset_commit(follower.broker, RequestHeader(8, 7, 1, "t", {}), request)
-        )
-        assert answer["topics"][0]["partitions"][0]["error_code"] == ErrorCode.NONE
-        stored = fired(cluster.store.fetch_offsets("g", [("t", 0)]))
-        assert stored[("t", 0)].offset == 42
+        leader = cluster.leader("t")
+        group = next(g for g in GROUPS if find(leader, g)["node_id"] != leader.broker_id)
+        coordinator = cluster.nodes[find(leader, group)["node_id"]]
+        assert commit(coordinator, group, 42) == ErrorCode.NONE
+        assert fired(cluster.store.fetch_offsets(group, [("t", 0)]))[("t", 0)].offset == 42
+
+    def test_other_brokers_answer_not_coordinator(self, cluster):
+        """A commit sent to a broker that does not coordinate the group stores nothing and
+        is answered NOT_COORDINATOR, so the client looks the coordinator up again."""
+        cluster.create_topic("t")
+        group = GROUPS[0]
+        owner = find(cluster.nodes[1], group)["node_id"]
+        other = next(n for i, n in cluster.nodes.items() if i != owner)
+        assert commit(other, group, 7) == ErrorCode.NOT_COORDINATOR
+        assert fired(cluster.store.fetch_offsets(group, [("t", 0)])) == {}

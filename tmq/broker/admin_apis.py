@@ -1,5 +1,5 @@
 """Handlers of the cluster and offset APIs: ApiVersions, Metadata, CreateTopics, DeleteTopics,
-InitProducerId, FindCoordinator, OffsetCommit, OffsetFetch.
+InitProducerId, FindCoordinator, OffsetCommit, OffsetFetch (the group APIs: ``group_apis``).
 
 Each takes the ``Broker``, the request header and the decoded request, and returns the
 response dict or a Deferred of it.
@@ -21,6 +21,7 @@ from tmq.protocol.headers import RequestHeader
 
 from .broker import Broker, TopicError
 from .dispatch import Dispatcher
+from .group_apis import check_commit, check_fetch
 
 __all__ = [
     "api_versions",
@@ -214,8 +215,9 @@ def find_coordinator(broker: Broker, header: RequestHeader, request: dict) -> di
 
 
 def offset_commit(broker: Broker, header: RequestHeader, request: dict):
-    """Store committed offsets of simple (generation -1) consumers."""
-    simple = request["generation_id"] == -1 and request["member_id"] == ""
+    """Store committed offsets, at the group's coordinator: a member's of the group's current
+    generation, or a simple consumer's (generation -1) while the group has no members."""
+    refused = check_commit(broker, request)
     limit = broker.config.offset_metadata_max_bytes
     offsets = {}
     topics = []
@@ -227,8 +229,8 @@ def offset_commit(broker: Broker, header: RequestHeader, request: dict):
             error = ErrorCode.NONE
             metadata = p["committed_metadata"]
             spec = broker.topics.get(name)
-            if not simple:
-                error = ErrorCode.ILLEGAL_GENERATION
+            if refused != ErrorCode.NONE:
+                error = refused
             elif spec is None or not 0 <= index < spec.partitions:
                 error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
             elif metadata is not None and len(metadata.encode()) > limit:
@@ -262,6 +264,9 @@ def offset_commit(broker: Broker, header: RequestHeader, request: dict):
 
 def offset_fetch(broker: Broker, header: RequestHeader, request: dict):
     """Committed offsets of a group (null topics, v2+: every partition it committed)."""
+    refused = check_fetch(broker, request["group_id"])
+    if refused != ErrorCode.NONE:
+        return {"topics": [], "error_code": refused}
     asked = request["topics"]
     wanted = None
     if asked is not None:

@@ -58,6 +58,7 @@ from tmq.cluster.store import (
     TopicSpec,
     validate_topic_name,
 )
+from tmq.groups.coordinator import GroupCoordinator
 from tmq.protocol.errors import ErrorCode
 from tmq.replication.follower import FollowerPartition
 from tmq.replication.leader import PartitionLeader
@@ -132,6 +133,13 @@ class Broker:
         self.partitions: dict[TopicPartition, Partition] = {}
         self.followers: dict[TopicPartition, FollowerPartition] = {}
         self.controller = ControllerService(store, self, clock)
+        #: The consumer groups this broker coordinates (``coordinator_of``).
+        self.groups = GroupCoordinator(
+            clock,
+            initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
+            min_session_timeout_ms=config.group_min_session_timeout_ms,
+            max_session_timeout_ms=config.group_max_session_timeout_ms,
+        )
         #: The follower side of replication (``ReplicaFetchers``), set by the service.
         self.fetchers = None
         #: The leader's ends of replication streams (``ReplicaSession``).
@@ -272,6 +280,7 @@ class Broker:
             self._unwatch()
             self._unwatch = None
         self.controller.stop()
+        self.groups.close()
         if self.fetchers is not None:
             self.fetchers.stop()
         for session in list(self.sessions):
@@ -332,6 +341,7 @@ class Broker:
         elif isinstance(event, BrokerRegistered):
             self._broker_registered(event.info)
             self.controller.reconcile()
+            self._unload_moved_groups()
         elif isinstance(event, BrokerLost):
             known = self.live.get(event.broker_id)
             if known is not None and known.broker_epoch == event.broker_epoch:
@@ -339,6 +349,7 @@ class Broker:
                 if self.fetchers is not None:
                     self.fetchers.broker_changed(event.broker_id)
             self.controller.reconcile()
+            self._unload_moved_groups()
         elif isinstance(event, ControllerChanged):
             self._controller_changed(event.broker_id, event.controller_epoch)
 
@@ -624,6 +635,14 @@ class Broker:
         except TopicError:
             return False
         return True
+
+    def _unload_moved_groups(self) -> None:
+        """Drop the groups another broker coordinates now (the live brokers changed)."""
+        me = self.config.broker_id
+        for listing in self.groups.groups():
+            if self.coordinator_of(listing.group_id) != me:
+                _log.info("group {g} is coordinated elsewhere now", g=listing.group_id)
+                self.groups.unload(listing.group_id)
 
     def coordinator_of(self, group: str) -> int:
         """The broker id coordinating ``group``: of the live brokers (this one included), the

@@ -56,6 +56,11 @@ class BrokerConfig:
     replica_lag_time_max_ms: int = 10_000
     #: Bytes of pushed batches a follower accepts unacknowledged (its stream window).
     replica_window_bytes: int = 8 * 1024 * 1024
+    #: How long a new group's first join phase waits for more members.
+    group_initial_rebalance_delay_ms: int = 3000
+    #: The session timeouts a JoinGroup may ask for.
+    group_min_session_timeout_ms: int = 6000
+    group_max_session_timeout_ms: int = 1_800_000
 
     #: Kafka key -> (field, parser, smallest value).
     BROKER_KEYS = {
@@ -71,6 +76,9 @@ class BrokerConfig:
         "broker.session.timeout.ms": ("session_timeout_ms", "int", 2000),
         "replica.lag.time.max.ms": ("replica_lag_time_max_ms", "int", 1),
         "replica.window.bytes": ("replica_window_bytes", "int", 1),
+        "group.initial.rebalance.delay.ms": ("group_initial_rebalance_delay_ms", "int", 0),
+        "group.min.session.timeout.ms": ("group_min_session_timeout_ms", "int", 0),
+        "group.max.session.timeout.ms": ("group_max_session_timeout_ms", "int", 0),
     }
 
     def with_properties(self, properties: dict[str, str]) -> BrokerConfig:

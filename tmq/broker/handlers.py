@@ -6,7 +6,7 @@ from functools import partial
 
 from tmq.protocol.apis import ApiKey
 
-from . import admin_apis, data_apis
+from . import admin_apis, data_apis, group_apis
 from .broker import Broker
 from .dispatch import Dispatcher
 
@@ -30,6 +30,12 @@ def build_dispatcher(broker: Broker) -> Dispatcher:
             ApiKey.FIND_COORDINATOR: partial(admin_apis.find_coordinator, broker),
             ApiKey.OFFSET_COMMIT: partial(admin_apis.offset_commit, broker),
             ApiKey.OFFSET_FETCH: partial(admin_apis.offset_fetch, broker),
+            ApiKey.JOIN_GROUP: partial(group_apis.join_group, broker),
+            ApiKey.SYNC_GROUP: partial(group_apis.sync_group, broker),
+            ApiKey.HEARTBEAT: partial(group_apis.heartbeat, broker),
+            ApiKey.LEAVE_GROUP: partial(group_apis.leave_group, broker),
+            ApiKey.DESCRIBE_GROUPS: partial(group_apis.describe_groups, broker),
+            ApiKey.LIST_GROUPS: partial(group_apis.list_groups, broker),
         }
     )
     return dispatcher
