@@ -130,6 +130,7 @@ class BrokerService(Service):
         self._every(config.retention_check_interval_ms, logs.apply_retention)
         self._every(config.checkpoint_interval_ms, logs.checkpoint_recovery_points)
         self._every(config.checkpoint_interval_ms, broker.checkpoint_high_watermarks)
+        self._every(config.offsets_retention_check_interval_ms, broker.expire_group_offsets)
         _log.info(
             "broker {id} listening on {host}:{port} (advertised {advertised}:{aport}), "
             "{count} partitions",

@@ -3,7 +3,7 @@ on the in-memory cluster (``memory_cluster``)."""
 
 from __future__ import annotations
 
-from memory_cluster import fired
+from memory_cluster import MemoryCluster, fired
 from twisted.internet import defer
 
 from tmq.broker import admin_apis
@@ -100,3 +100,58 @@ class OffsetCommitTests:
         other = next(n for i, n in cluster.nodes.items() if i != owner)
         assert commit(other, group, 7) == ErrorCode.NOT_COORDINATOR
         assert fired(cluster.store.fetch_offsets(group, [("t", 0)])) == {}
+
+
+class OffsetRetentionTests:
+    def test_an_empty_groups_offsets_expire_after_the_retention(self):
+        """A group that joined, committed and left is forgotten, offsets and all, once the
+        retention checks have seen it empty for offsets.retention.minutes; a group that
+        still has a (heartbeating) member keeps its offsets."""
+        cluster = MemoryCluster(offsets_retention_minutes=1)
+        try:
+            self.check_retention(cluster)
+        finally:
+            for node in cluster.nodes.values():
+                fired(node.broker.stop())
+
+    @staticmethod
+    def check_retention(cluster):
+        cluster.create_topic("t")
+        coordinator = cluster.nodes[find(cluster.nodes[1], GROUPS[0])["node_id"]]
+        groups = coordinator.broker.groups
+        me = coordinator.broker_id
+        gone, kept = [g for g in GROUPS if find(cluster.nodes[1], g)["node_id"] == me][:2]
+        members = {}
+        for group in (gone, kept):
+            joined = groups.join(
+                group, member_id="", client_id="c", client_host="", session_timeout_ms=30_000,
+                rebalance_timeout_ms=30_000, protocol_type="consumer",
+                protocols=[("range", b"")], require_known_member_id=False,
+            )  # fmt: skip
+            cluster.wait(3.5)  # the initial rebalance delay
+            members[group] = fired(joined).member_id
+            fired(groups.sync(group, generation_id=1, member_id=members[group], assignments={}))
+            assert commit_as(coordinator, group, members[group], 1, 11) == ErrorCode.NONE
+        groups.leave(gone, [members[gone]])
+        coordinator.broker.expire_group_offsets()  # seen empty now
+        for _ in range(5):
+            cluster.clock.advance(10)
+            assert groups.heartbeat(kept, generation_id=1, member_id=members[kept]) == 0
+            coordinator.broker.expire_group_offsets()
+        cluster.settle()
+        assert fired(cluster.store.fetch_offsets(gone, None)) != {}  # 50 s: not yet
+        cluster.clock.advance(10)
+        coordinator.broker.expire_group_offsets()
+        cluster.settle()
+        assert fired(cluster.store.fetch_offsets(gone, None)) == {}
+        assert [g.group_id for g in groups.groups()] == [kept]
+        assert fired(cluster.store.fetch_offsets(kept, None))[("t", 0)].offset == 11
+
+
+def commit_as(node, group: str, member_id: str, generation: int, offset: int) -> int:
+    request = commit_request(group, offset)
+    request.update(generation_id=generation, member_id=member_id)
+    answer = admin_apis.offset_commit(node.broker, RequestHeader(8, 7, 1, "t", {}), request)
+    if isinstance(answer, defer.Deferred):
+        answer = fired(answer)
+    return answer["topics"][0]["partitions"][0]["error_code"]

@@ -415,6 +415,25 @@ class MetadataStoreContract:
             ("gpu", 1): CommittedOffset(9, "m", 2),
         }
 
+    def test_deleting_a_groups_offsets_keeps_the_other_groups(self, store):
+        """delete_offsets forgets every offset of one group (of odd names too), keeps the
+        other groups', and is no error for a group with none."""
+        self.create(store, partitions=2)
+        both = {("gpu", 0): CommittedOffset(1), ("gpu", 1): CommittedOffset(2)}
+        for group in ("sink", "a/b", "other"):
+            self.wait(store.commit_offsets(group, both))
+        assert self.wait(store.delete_offsets("sink")) is None
+        assert self.wait(store.delete_offsets("a/b")) is None
+        self.wait(store.delete_offsets("never"))
+        assert self.wait(store.fetch_offsets("sink", None)) == {}
+        assert self.wait(store.fetch_offsets("a/b", None)) == {}
+        assert self.wait(store.fetch_offsets("other", None)) == both
+        self.wait(store.commit_offsets("sink", {("gpu", 0): CommittedOffset(5)}))
+        assert self.wait(store.fetch_offsets("sink", None)) == {("gpu", 0): CommittedOffset(5)}
+        store = self.reopen(store)
+        assert self.wait(store.fetch_offsets("a/b", None)) == {}
+        assert self.wait(store.fetch_offsets("sink", None)) == {("gpu", 0): CommittedOffset(5)}
+
     def test_groups_of_any_name_are_kept_apart(self, store):
         """Each group, whatever its name (empty, path-like, non-ASCII, 1000 characters), has
         its own offsets."""

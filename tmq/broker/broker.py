@@ -145,6 +145,8 @@ class Broker:
         #: The leader's ends of replication streams (``ReplicaSession``).
         self.sessions: set = set()
         self._high_watermarks: dict[TopicPartition, int] = {}
+        #: Groups this broker coordinates seen empty by ``expire_group_offsets``, since when.
+        self._empty_since: dict[str, int] = {}
         self._isr_writes: set[TopicPartition] = set()
         self._pending_creations: dict[str, defer.Deferred] = {}
         self._producer_ids = (0, 0)  # next id, end of the block
@@ -635,6 +637,32 @@ class Broker:
         except TopicError:
             return False
         return True
+
+    def expire_group_offsets(self) -> None:
+        """Offset retention, run every ``offsets.retention.check.interval.ms``: a group this
+        broker coordinates that has been empty (no members) for ``offsets.retention.minutes``,
+        as far as these checks saw, loses its committed offsets and is forgotten. (Offsets of
+        consumers that commit without ever joining a group are kept.)"""
+        now = self.now_ms()
+        retention_ms = self.config.offsets_retention_minutes * 60_000
+        empty = {g.group_id for g in self.groups.groups() if g.state == "Empty"}
+        for group in [g for g in self._empty_since if g not in empty]:
+            del self._empty_since[group]
+        for group in sorted(empty):
+            since = self._empty_since.setdefault(group, now)
+            if now - since < retention_ms:
+                continue
+            del self._empty_since[group]
+            self.groups.unload(group)
+            _log.info("group {g}: empty for {m} minutes, offsets expired", g=group,
+                      m=self.config.offsets_retention_minutes)  # fmt: skip
+            self.store.delete_offsets(group).addErrback(
+                lambda failure, group=group: _log.warn(
+                    "deleting the offsets of group {g} failed: {e}",
+                    g=group,
+                    e=failure.getErrorMessage(),
+                )
+            )
 
     def _unload_moved_groups(self) -> None:
         """Drop the groups another broker coordinates now (the live brokers changed)."""

@@ -61,6 +61,9 @@ class BrokerConfig:
     #: The session timeouts a JoinGroup may ask for.
     group_min_session_timeout_ms: int = 6000
     group_max_session_timeout_ms: int = 1_800_000
+    #: A group that stays empty this long loses its committed offsets (Kafka: 7 days).
+    offsets_retention_minutes: int = 7 * 24 * 60
+    offsets_retention_check_interval_ms: int = 600_000
 
     #: Kafka key -> (field, parser, smallest value).
     BROKER_KEYS = {
@@ -79,6 +82,8 @@ class BrokerConfig:
         "group.initial.rebalance.delay.ms": ("group_initial_rebalance_delay_ms", "int", 0),
         "group.min.session.timeout.ms": ("group_min_session_timeout_ms", "int", 0),
         "group.max.session.timeout.ms": ("group_max_session_timeout_ms", "int", 0),
+        "offsets.retention.minutes": ("offsets_retention_minutes", "int", 1),
+        "offsets.retention.check.interval.ms": ("offsets_retention_check_interval_ms", "int", 1),
     }
 
     def with_properties(self, properties: dict[str, str]) -> BrokerConfig:

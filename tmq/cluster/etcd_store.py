@@ -382,6 +382,9 @@ class EtcdMetadataStore(MembershipCalls):
         commit, offsets = self._commit_offsets, dict(offsets)
         return self._run("commit_offsets", commit, group, offsets, idempotent=True)
 
+    def delete_offsets(self, group: str) -> defer.Deferred[None]:
+        return self._run("delete_offsets", self._delete_offsets, group, idempotent=True)
+
     def fetch_offsets(
         self, group: str, partitions: list[tuple[str, int]] | None
     ) -> defer.Deferred[dict[tuple[str, int], CommittedOffset]]:
@@ -632,6 +635,10 @@ class EtcdMetadataStore(MembershipCalls):
             done, responses = client.transaction(compare, puts, [])
             if done:
                 return None, revision_of(responses)
+
+    def _delete_offsets(self, group: str):
+        response = self._client.delete_prefix(self._offsets_prefix(group_key(group)))
+        return None, response.header.revision
 
     def _fetch_offsets(self, group: str, wanted: set[tuple[str, int]] | None):
         if wanted is not None and not wanted:

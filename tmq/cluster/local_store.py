@@ -297,6 +297,9 @@ class LocalMetadataStore:
     ) -> defer.Deferred[None]:
         return defer.maybeDeferred(self._commit_offsets, group, offsets)
 
+    def delete_offsets(self, group: str) -> defer.Deferred[None]:
+        return defer.maybeDeferred(self._delete_offsets, group)
+
     def fetch_offsets(
         self, group: str, partitions: list[tuple[str, int]] | None
     ) -> defer.Deferred[dict[tuple[str, int], CommittedOffset]]:
@@ -415,6 +418,18 @@ class LocalMetadataStore:
         path = posixpath.join(self.directory, GROUPS_DIR, group_file_name(group))
         self._write(path, self._group_document(group, merged))
         self._offsets[group] = merged
+
+    def _delete_offsets(self, group: str) -> None:
+        self._check_open()
+        if group not in self._offsets:
+            return
+        directory = posixpath.join(self.directory, GROUPS_DIR)
+        try:
+            self.fs.unlink(posixpath.join(directory, group_file_name(group)))
+            self.fs.fsync_dir(directory)
+        except OSError as error:
+            raise MetadataStoreError(f"cannot delete the offsets of {group!r}: {error}") from error
+        del self._offsets[group]
 
     def _fetch_offsets(
         self, group: str, partitions: list[tuple[str, int]] | None

@@ -490,6 +490,11 @@ class MetadataStore(Protocol):
         committed). A partition the group never committed is absent from the result."""
         ...
 
+    def delete_offsets(self, group: str) -> Deferred[None]:
+        """Forget every committed offset of ``group`` (offset retention of a group that stayed
+        empty); a group with none is no error."""
+        ...
+
     def allocate_producer_ids(self, count: int) -> Deferred[int]:
         """Reserve ``count`` (>= 1) fresh producer ids and fire with the first one. No id is
         ever handed out twice, across restarts of every broker.
