@@ -10,10 +10,11 @@ import urllib.request
 
 import etcd3
 import pytest
+from cluster_workload import AckingProducer, final_check
 from integration_helpers import RawClient
 from invariants import ACKED, format_violations
 from pipeline_helpers import wait_for
-from process_cluster import AckingProducer, BrokerNode, final_check
+from process_cluster import BrokerNode
 
 from tmq.protocol.apis import ApiKey
 

@@ -15,10 +15,10 @@ from __future__ import annotations
 import os
 import time
 
+from cluster_workload import AckingProducer, final_check
 from integration_helpers import RawClient
 from invariants import check, format_violations
 from pipeline_helpers import wait_for
-from process_cluster import AckingProducer, final_check
 
 from tmq.protocol.apis import ApiKey
 from tmq.protocol.errors import ErrorCode
