@@ -80,8 +80,9 @@ class Options(usage.Options):
 
     def opt_set(self, pair: str) -> None:
         """KEY=VALUE broker or topic-default config (Kafka names: segment.bytes,
-        retention.ms, flush.policy, min.insync.replicas, auto.create.topics.enable, ...);
-        repeat for several"""
+        retention.ms, flush.policy, min.insync.replicas, auto.create.topics.enable,
+        replica.lag.time.max.ms, broker.session.timeout.ms, group.initial.rebalance.delay.ms,
+        offsets.retention.minutes, ...); repeat for several"""
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise usage.UsageError(f"--set takes KEY=VALUE, not {pair!r}")
