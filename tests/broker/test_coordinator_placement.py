@@ -155,3 +155,34 @@ def commit_as(node, group: str, member_id: str, generation: int, offset: int) ->
     if isinstance(answer, defer.Deferred):
         answer = fired(answer)
     return answer["topics"][0]["partitions"][0]["error_code"]
+
+
+class LapsedCoordinatorTests:
+    def test_a_coordinator_past_its_lease_refuses_and_forgets_its_groups(self, cluster):
+        """Past its lease deadline a coordinator answers NOT_COORDINATOR to commits and group
+        requests (another broker may have taken its groups over); when the registration
+        ends it forgets its groups, so their stale generations are never accepted again."""
+        cluster.create_topic("t")
+        node = cluster.nodes[find(cluster.nodes[1], GROUPS[0])["node_id"]]
+        group = next(g for g in GROUPS if find(cluster.nodes[1], g)["node_id"] == node.broker_id)
+        joined = node.broker.groups.join(
+            group, member_id="", client_id="c", client_host="", session_timeout_ms=30_000,
+            rebalance_timeout_ms=30_000, protocol_type="consumer",
+            protocols=[("range", b"")], require_known_member_id=False,
+        )  # fmt: skip
+        cluster.wait(3.5)
+        member = fired(joined).member_id
+        fired(node.broker.groups.sync(group, generation_id=1, member_id=member, assignments={}))
+        assert commit_as(node, group, member, 1, 10) == ErrorCode.NONE
+        node.broker.registration.deadline.deadline = cluster.clock.seconds() - 1
+        assert commit_as(node, group, member, 1, 5) == ErrorCode.NOT_COORDINATOR
+        assert find(node, group)["error_code"] == ErrorCode.NONE  # the lookup still answers
+        fired(node.broker.registration.close())
+        cluster.settle()
+        assert node.broker.groups.groups() == []
+        assert commit_as(node, group, member, 1, 5) in (
+            ErrorCode.NOT_COORDINATOR,
+            ErrorCode.ILLEGAL_GENERATION,
+            ErrorCode.UNKNOWN_MEMBER_ID,
+        )
+        assert fired(cluster.store.fetch_offsets(group, None))[("t", 0)].offset == 10

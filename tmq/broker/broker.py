@@ -262,11 +262,16 @@ class Broker:
     def _registration_lost(self, reason: str, registration: Registration) -> None:
         if registration is not self.registration or self._stopped:
             return
-        _log.warn("this broker's registration ended ({reason}): leading nothing", reason=reason)
+        _log.warn(
+            "this broker's registration ended ({reason}): leading and coordinating nothing",
+            reason=reason,
+        )
         self.registration = None
         self.controller.stop()
         for key in list(self.partitions):
             self._drop_leader(key)
+        for listing in self.groups.groups():
+            self.groups.unload(listing.group_id)  # another broker may coordinate it meanwhile
         self._register().addErrback(lambda f: _log.failure("registering again failed", f))
 
     @defer.inlineCallbacks

@@ -30,6 +30,10 @@ _MEMBER_ID_REQUIRED_FROM = 4
 
 
 def _elsewhere(broker: Broker, group_id: str) -> bool:
+    """Whether another broker coordinates ``group_id``, or this one cannot now: past its lease
+    deadline it may have been replaced (its groups were unloaded when the lease ended)."""
+    if not broker.lease_valid():
+        return True
     return bool(group_id) and broker.coordinator_of(group_id) != broker.config.broker_id
 
 
@@ -171,7 +175,7 @@ def _described(group_id: str, error: ErrorCode) -> dict:
 
 def list_groups(broker: Broker, header: RequestHeader, request: dict) -> dict:
     """ListGroups v0-2: the groups this broker coordinates."""
-    if broker.groups.closed:
+    if broker.groups.closed or not broker.lease_valid():
         return {"error_code": ErrorCode.COORDINATOR_NOT_AVAILABLE, "groups": []}
     return {
         "error_code": ErrorCode.NONE,
