@@ -30,7 +30,6 @@ from pipeline_helpers import wait_for
 from tmq.protocol.apis import ApiKey
 from tmq.protocol.errors import ErrorCode
 
-ck = pytest.importorskip("confluent_kafka")
 
 SETTINGS = (
     "group.initial.rebalance.delay.ms=0",

@@ -39,10 +39,7 @@ from .consumer import TopicPartition
 from .consumer_protocol import ConsumerAssignment, decode_assignment
 from .errors import (
     BrokerResponseError,
-    ConnectionFailedError,
-    ConnectionLostError,
     KafkaError,
-    RequestTimedOutError,
     UnsupportedVersionError,
 )
 
@@ -63,10 +60,6 @@ _CONSUMER = -1  # ListOffsets replica_id of a consumer: the leader answers, with
 _DEBUGGING_REPLICA = -2  # ListOffsets replica_id of a tool: any replica answers, with its LEO
 _READ_UNCOMMITTED = 0
 _CONSUMER_PROTOCOL = "consumer"  # the protocol type whose assignments are decoded
-
-#: Coordinator errors after which the coordinator is looked up again before a retry.
-_MOVED_COORDINATOR = frozenset({ErrorCode.NOT_COORDINATOR, ErrorCode.COORDINATOR_NOT_AVAILABLE})
-_LOST = (ConnectionFailedError, ConnectionLostError, RequestTimedOutError)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -591,26 +584,19 @@ class Admin:
                 ends[TopicPartition(topic, index)] = offset
         return ends
 
-    async def _on_coordinator(self, group: str, api_key: int, body, interpret) -> Any:
-        """Send a request to ``group``'s coordinator and return ``interpret(response, group,
-        node)``, which raises ``BrokerResponseError`` for an error answer. Retriable errors are
-        retried until ``api_timeout_ms``, looking the coordinator up again when it moved or
-        could not be reached."""
-        deadline = self._clock.seconds() + self._api_timeout_s
-        attempt = 0
-        while True:
-            try:
-                node = await self._cluster.coordinator(group)
-                response = await self._cluster.send(node, api_key, body)
-                return interpret(response, group, node)
-            except KafkaError as error:
-                if not error.retriable or self._clock.seconds() >= deadline:
-                    raise
-                code = getattr(error, "error_code", None)
-                if code in _MOVED_COORDINATOR or isinstance(error, _LOST):
-                    self._cluster.forget_coordinator(group)
-                attempt += 1
-                await deferLater(self._clock, min(self._backoff_s * 2 ** (attempt - 1), 1.0))
+    def _on_coordinator(self, group: str, api_key: int, body, interpret) -> Deferred:
+        """``Cluster.on_coordinator`` with this admin's timeout and backoff;
+        ``interpret(response, group, node)``."""
+        return Deferred.fromCoroutine(
+            self._cluster.on_coordinator(
+                group,
+                api_key,
+                body,
+                lambda response, node: interpret(response, group, node),
+                timeout_s=self._api_timeout_s,
+                backoff_s=self._backoff_s,
+            )
+        )
 
     async def _on_controller(
         self, api_key: int, names: list[str], body, results_field: str

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
 from tmq.protocol.apis import ApiKey
@@ -27,8 +28,15 @@ from .errors import (
     BrokerResponseError,
     ClientClosedError,
     ConnectionFailedError,
+    ConnectionLostError,
     KafkaError,
+    RequestTimedOutError,
 )
+
+#: Errors after which a group request goes to a freshly looked-up coordinator (a coordinator
+#: still loading, COORDINATOR_LOAD_IN_PROGRESS, is asked again itself, as Kafka's clients do).
+_COORDINATOR_MOVED = frozenset({ErrorCode.NOT_COORDINATOR, ErrorCode.COORDINATOR_NOT_AVAILABLE})
+_UNREACHABLE = (ConnectionFailedError, ConnectionLostError, RequestTimedOutError)
 
 __all__ = [
     "BrokerInfo",
@@ -353,6 +361,38 @@ class Cluster:
     def forget_coordinator(self, group: str) -> None:
         """Drop the cached coordinator of ``group`` (after NOT_COORDINATOR and the like)."""
         self._coordinators.pop(group, None)
+
+    async def on_coordinator(
+        self,
+        group: str,
+        api_key: int,
+        body: dict,
+        interpret: Callable[[Any, int], Any],
+        *,
+        timeout_s: float,
+        backoff_s: float,
+        stopped: Callable[[], bool] = lambda: False,
+    ) -> Any:
+        """Send a request to ``group``'s coordinator and return ``interpret(response, node)``,
+        which raises ``BrokerResponseError`` for an error answer. Retriable errors are retried
+        (backing off from ``backoff_s`` up to 1 s) until ``timeout_s`` has passed or
+        ``stopped()``; the coordinator is looked up again when it moved or could not be
+        reached."""
+        deadline = self.reactor.seconds() + timeout_s
+        attempt = 0
+        while True:
+            try:
+                node = await self.coordinator(group)
+                response = await self.send(node, api_key, body)
+                return interpret(response, node)
+            except KafkaError as error:
+                if not error.retriable or stopped() or self.reactor.seconds() >= deadline:
+                    raise
+                code = getattr(error, "error_code", None)
+                if code in _COORDINATOR_MOVED or isinstance(error, _UNREACHABLE):
+                    self.forget_coordinator(group)
+                attempt += 1
+                await deferLater(self.reactor, min(backoff_s * 2 ** (attempt - 1), 1.0))
 
     # -- requests --------------------------------------------------------------------------
 

@@ -26,7 +26,6 @@ from typing import Any, NamedTuple
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall
-from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
 from tmq.protocol.apis import ApiKey
@@ -38,27 +37,15 @@ from .errors import (
     STALE_METADATA_ERRORS,
     BrokerResponseError,
     ClientClosedError,
-    ConnectionFailedError,
-    ConnectionLostError,
     KafkaError,
     KafkaProtocolError,
     NoOffsetForPartitionError,
-    RequestTimedOutError,
 )
 
 __all__ = ["Consumer", "ConsumerRecord", "TopicPartition", "records_from_fetch"]
 
 _RESET_TIMESTAMPS = {"earliest": -2, "latest": -1}
 _READ_UNCOMMITTED = 0
-
-#: Errors after which a group request goes to a freshly looked-up coordinator.
-_COORDINATOR_ERRORS = frozenset(
-    {
-        ErrorCode.NOT_COORDINATOR,
-        ErrorCode.COORDINATOR_NOT_AVAILABLE,
-        ErrorCode.COORDINATOR_LOAD_IN_PROGRESS,
-    }
-)
 
 
 class TopicPartition(NamedTuple):
@@ -630,9 +617,7 @@ class Consumer:
             "retention_time_ms": -1,
             "topics": [{"name": name, "partitions": parts} for name, parts in topics.items()],
         }
-        return Deferred.fromCoroutine(
-            self._group_request(group, ApiKey.OFFSET_COMMIT, body, self._commit_answered)
-        )
+        return self._group_request(group, ApiKey.OFFSET_COMMIT, body, self._commit_answered)
 
     def committed(self, group: str, partitions: Iterable[tuple[str, int]]) -> Deferred:
         """The offsets group ``group`` committed for ``partitions``.
@@ -650,9 +635,7 @@ class Consumer:
                 {"name": name, "partition_indexes": indexes} for name, indexes in topics.items()
             ],
         }
-        return Deferred.fromCoroutine(
-            self._group_request(group, ApiKey.OFFSET_FETCH, body, self._offsets_fetched)
-        )
+        return self._group_request(group, ApiKey.OFFSET_FETCH, body, self._offsets_fetched)
 
     @staticmethod
     def _commit_answered(response: Any, group: str) -> None:
@@ -679,21 +662,17 @@ class Consumer:
                 offsets[tp] = answer.committed_offset if answer.committed_offset >= 0 else None
         return offsets
 
-    async def _group_request(self, group: str, api_key: int, body: dict, interpret) -> Any:
-        deadline = self._clock.seconds() + self._api_timeout_s
-        attempt = 0
-        while True:
-            try:
-                node = await self._cluster.coordinator(group)
-                response = await self._cluster.send(node, api_key, body)
-                return interpret(response, group)
-            except KafkaError as e:
-                if not e.retriable or self._closed or self._clock.seconds() >= deadline:
-                    raise
-                code = getattr(e, "error_code", None)
-                if code in _COORDINATOR_ERRORS or isinstance(
-                    e, (ConnectionFailedError, ConnectionLostError, RequestTimedOutError)
-                ):
-                    self._cluster.forget_coordinator(group)
-                attempt += 1
-                await deferLater(self._clock, min(self._backoff_s * 2 ** (attempt - 1), 1.0))
+    def _group_request(self, group: str, api_key: int, body: dict, interpret) -> Deferred:
+        """``Cluster.on_coordinator`` with this consumer's timeout and backoff, given up once
+        the consumer is closed; ``interpret(response, group)``."""
+        return Deferred.fromCoroutine(
+            self._cluster.on_coordinator(
+                group,
+                api_key,
+                body,
+                lambda response, _node: interpret(response, group),
+                timeout_s=self._api_timeout_s,
+                backoff_s=self._backoff_s,
+                stopped=lambda: self._closed,
+            )
+        )
