@@ -40,7 +40,6 @@ from pipeline_helpers import run_tmq, wait_for
 
 from tmq.protocol.errors import ErrorCode
 
-
 #: Groups form at once; a session timeout of 3 s is allowed (the eviction tests use it).
 SETTINGS = ("group.initial.rebalance.delay.ms=0", "group.min.session.timeout.ms=3000")
 PARTITIONS = 6

@@ -30,7 +30,6 @@ from pipeline_helpers import wait_for
 from tmq.protocol.apis import ApiKey
 from tmq.protocol.errors import ErrorCode
 
-
 SETTINGS = (
     "group.initial.rebalance.delay.ms=0",
     "broker.session.timeout.ms=3000",
