@@ -493,14 +493,19 @@ def _committed_prefix(log: ReplicaLog, hw: int) -> list[Batch]:
     return [batch for batch in log.batches if batch.last_offset < hw]
 
 
+def _logs_by_partition(run: _Run) -> list[tuple[int, list[ReplicaLog]]]:
+    """The replica logs of the run, grouped by partition, in partition order."""
+    by_partition: dict[int, list[ReplicaLog]] = defaultdict(list)
+    for log in run.replica_logs:
+        by_partition[log.partition].append(log)
+    return sorted(by_partition.items())
+
+
 def _check_replica_prefixes(run: _Run, isr: Mapping[int, Collection[int]]) -> list[Violation]:
     """I3 (bytes): the replicas' batches below the high watermark (offsets, CRC, epoch) are
     the same, position by position; a replica in ``isr`` holds the whole committed prefix."""
     found = []
-    by_partition: dict[int, list[ReplicaLog]] = defaultdict(list)
-    for log in run.replica_logs:
-        by_partition[log.partition].append(log)
-    for partition, logs in sorted(by_partition.items()):
+    for partition, logs in _logs_by_partition(run):
         hw = run.hws.get(partition)
         if hw is None:
             continue
@@ -538,10 +543,7 @@ def _check_high_watermarks(run: _Run, isr: Mapping[int, Collection[int]]) -> lis
     """I5: the high watermark is not above the log end of any in-sync replica, and some
     replica holds the log up to it."""
     found = []
-    by_partition: dict[int, list[ReplicaLog]] = defaultdict(list)
-    for log in run.replica_logs:
-        by_partition[log.partition].append(log)
-    for partition, logs in sorted(by_partition.items()):
+    for partition, logs in _logs_by_partition(run):
         hw = run.hws.get(partition)
         start = run.starts.get(partition, 0)
         if hw is None or hw <= start:
