@@ -147,6 +147,37 @@ class OffsetRetentionTests:
         assert [g.group_id for g in groups.groups()] == [kept]
         assert fired(cluster.store.fetch_offsets(kept, None))[("t", 0)].offset == 11
 
+    def test_offsets_of_a_group_without_members_expire_by_commit_time(self):
+        """Offsets committed without joining (generation -1) expire offsets.retention.minutes
+        after their commit, once two checks in a row found the group without members; a
+        group that committed again meanwhile keeps its offsets, and so does one that another
+        broker coordinates (this broker's checks leave it alone)."""
+        cluster = MemoryCluster(offsets_retention_minutes=1)
+        try:
+            cluster.create_topic("t")
+            node = cluster.nodes[1]
+            mine = [g for g in GROUPS if find(node, g)["node_id"] == 1][:2]
+            elsewhere = next(g for g in GROUPS if find(node, g)["node_id"] != 1)
+            other = cluster.nodes[find(node, elsewhere)["node_id"]]
+            for group in mine:
+                assert commit(node, group, 5) == ErrorCode.NONE
+            assert commit(other, elsewhere, 5) == ErrorCode.NONE
+            cluster.clock.advance(61)
+            assert commit(node, mine[1], 6) == ErrorCode.NONE  # committed again
+            node.broker.expire_group_offsets()  # past the retention, but the first sighting
+            cluster.settle()
+            assert fired(cluster.store.fetch_offsets(mine[0], None)) != {}
+            cluster.clock.advance(10)
+            node.broker.expire_group_offsets()
+            cluster.settle()
+            assert fired(cluster.store.fetch_offsets(mine[0], None)) == {}
+            assert fired(cluster.store.fetch_offsets(mine[1], None))[("t", 0)].offset == 6
+            assert fired(cluster.store.fetch_offsets(elsewhere, None))[("t", 0)].offset == 5
+            assert fired(cluster.store.offset_groups()) == sorted([mine[1], elsewhere])
+        finally:
+            for member in cluster.nodes.values():
+                fired(member.broker.stop())
+
 
 def commit_as(node, group: str, member_id: str, generation: int, offset: int) -> int:
     request = commit_request(group, offset)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 
 from twisted.internet import defer
+from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 
 from tmq.broker.dispatch import Dispatcher, RequestRefused
@@ -138,6 +139,28 @@ class BrokerProtocolTests:
         harness.dispatcher.handlers[ApiKey.API_VERSIONS] = refuse
         harness.protocol.dataReceived(frame(ApiKey.API_VERSIONS, 0, 1, b""))
         assert harness.transport.disconnecting
+
+    def test_handlers_that_ask_for_it_get_the_client_address_as_kafka_shows_it(self):
+        """A handler registered ``with_client_host`` is called with the peer's address in
+        Kafka's form ("/host"); the other handlers are called without it."""
+        seen = []
+        dispatcher = Dispatcher(
+            {
+                ApiKey.API_VERSIONS: lambda header, request, client_host: (
+                    seen.append(client_host) or {"error_code": 0, "api_keys": []}
+                ),
+                ApiKey.METADATA: lambda header, request: (
+                    seen.append("plain") or {"brokers": [], "topics": []}
+                ),
+            },
+            with_client_host=frozenset({ApiKey.API_VERSIONS}),
+        )
+        protocol = BrokerProtocol(dispatcher, max_frame_bytes=1024, max_in_flight=10)
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "10.1.2.3", 40000))
+        protocol.makeConnection(transport)
+        versions = ApiVersionsRequest.build({}, 0)
+        protocol.dataReceived(frame(ApiKey.API_VERSIONS, 0, 1, versions) + metadata_frame(2))
+        assert seen == ["/10.1.2.3", "plain"]
 
     def test_stop_reading_answers_pending_and_ignores_new_requests(self):
         """During a graceful shutdown pending requests are still answered, while requests

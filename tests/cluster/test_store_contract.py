@@ -383,13 +383,14 @@ class MetadataStoreContract:
     # -- committed offsets ------------------------------------------------------------------
 
     def test_committed_offsets_are_fetched_back(self, store):
-        """Every field of a committed offset (metadata null or any string, leader epoch)
-        comes back; fetch with None returns every partition the group committed."""
+        """Every field of a committed offset (metadata null or any string, leader epoch,
+        commit time known or not) comes back; fetch with None returns every partition the
+        group committed."""
         self.create(store, partitions=3)
         offsets = {
-            ("gpu", 0): CommittedOffset(1200, None, 0),
+            ("gpu", 0): CommittedOffset(1200, None, 0, 1_764_338_400_000),
             ("gpu", 1): CommittedOffset(0, "", -1),
-            ("gpu", 2): CommittedOffset(7, 'host=a "ü" \n', 4),
+            ("gpu", 2): CommittedOffset(7, 'host=a "ü" \n', 4, 0),
         }
         assert self.wait(store.commit_offsets("sink", offsets)) is None
         assert self.wait(store.fetch_offsets("sink", None)) == offsets
@@ -433,6 +434,45 @@ class MetadataStoreContract:
         store = self.reopen(store)
         assert self.wait(store.fetch_offsets("a/b", None)) == {}
         assert self.wait(store.fetch_offsets("sink", None)) == {("gpu", 0): CommittedOffset(5)}
+
+    def test_offsets_expire_by_their_commit_time(self, store):
+        """expire_offsets forgets the group's offsets committed before the given time and
+        names them; later ones, those of unknown commit time and other groups' stay, also
+        after a reopen; once all are gone the group is gone."""
+        self.create(store, partitions=3)
+        offsets = {
+            ("gpu", 0): CommittedOffset(1, None, 0, 1_000),
+            ("gpu", 1): CommittedOffset(2, None, 0, 5_000),
+            ("gpu", 2): CommittedOffset(3),
+        }
+        self.wait(store.commit_offsets("a/b", offsets))
+        self.wait(store.commit_offsets("other", {("gpu", 0): CommittedOffset(4, None, 0, 1_000)}))
+        assert self.wait(store.expire_offsets("a/b", 5_000)) == [("gpu", 0)]
+        assert self.wait(store.expire_offsets("a/b", 5_000)) == []
+        assert self.wait(store.expire_offsets("never", 5_000)) == []
+        store = self.reopen(store)
+        assert self.wait(store.fetch_offsets("a/b", None)) == {
+            key: offsets[key] for key in [("gpu", 1), ("gpu", 2)]
+        }
+        assert self.wait(store.fetch_offsets("other", None)) == {
+            ("gpu", 0): CommittedOffset(4, None, 0, 1_000)
+        }
+        assert self.wait(store.expire_offsets("a/b", 2**62)) == [("gpu", 1)]
+        assert self.wait(store.fetch_offsets("a/b", None)) == {("gpu", 2): CommittedOffset(3)}
+        assert self.wait(store.expire_offsets("other", 1_001)) == [("gpu", 0)]
+        assert self.wait(store.offset_groups()) == ["a/b"]
+
+    def test_offset_groups_lists_every_group_holding_offsets(self, store):
+        """offset_groups names every group with committed offsets (odd names included),
+        sorted, and no longer one whose offsets were deleted, also after a reopen."""
+        assert self.wait(store.offset_groups()) == []
+        self.create(store, partitions=1)
+        for group in ODD_GROUPS:
+            self.wait(store.commit_offsets(group, {("gpu", 0): CommittedOffset(1)}))
+        assert self.wait(store.offset_groups()) == sorted(ODD_GROUPS)
+        self.wait(store.delete_offsets("a/b"))
+        store = self.reopen(store)
+        assert self.wait(store.offset_groups()) == sorted(set(ODD_GROUPS) - {"a/b"})
 
     def test_groups_of_any_name_are_kept_apart(self, store):
         """Each group, whatever its name (empty, path-like, non-ASCII, 1000 characters), has
@@ -623,7 +663,9 @@ def populated() -> tuple[MemoryFileSystem, LocalMetadataStore]:
     result_of(store.create_topic(spec, states))
     current = result_of(store.partition_states("gpu"))[1]
     result_of(store.update_partition_state("gpu", 1, replace(current, isr=(2,)), current.version))
-    result_of(store.commit_offsets("sink", {("gpu", 0): CommittedOffset(42, "m", 0)}))
+    result_of(
+        store.commit_offsets("sink", {("gpu", 0): CommittedOffset(42, "m", 0, 1_764_338_400_000)})
+    )
     result_of(store.allocate_producer_ids(10))
     return fs, store
 
@@ -713,7 +755,14 @@ class LocalMetadataStoreTests:
             "topics": {
                 "gpu": {
                     "created_revision": 1,
-                    "partitions": {"0": {"offset": 42, "metadata": "m", "leader_epoch": 0}},
+                    "partitions": {
+                        "0": {
+                            "offset": 42,
+                            "metadata": "m",
+                            "leader_epoch": 0,
+                            "commit_timestamp": 1_764_338_400_000,
+                        }
+                    },
                 }
             },
         }
@@ -730,6 +779,20 @@ class LocalMetadataStoreTests:
             assert set(name) <= set(
                 "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789%._~+-"
             )
+
+    def test_a_group_file_without_commit_times_reads_them_as_unknown(self):
+        """Offsets written before commit times were kept (no ``commit_timestamp``) open with
+        an unknown commit time (-1), so time-based expiry keeps them."""
+        fs = populated()[0]
+        path = f"{GROUPS_PATH}/sink.json"
+        document = json.loads(fs.read_file(path))
+        del document["topics"]["gpu"]["partitions"]["0"]["commit_timestamp"]
+        fs.write_file(path, json.dumps(document).encode())
+        reopened = LocalMetadataStore.open(fs, DIRECTORY)
+        assert result_of(reopened.fetch_offsets("sink", None)) == {
+            ("gpu", 0): CommittedOffset(42, "m", 0, -1)
+        }
+        assert result_of(reopened.expire_offsets("sink", 2**62)) == []
 
     def test_offset_commits_do_not_write_the_metadata_file(self):
         """A commit writes only its group's file: it succeeds while metadata.json cannot be

@@ -259,7 +259,8 @@ class EtcdMetadataStoreTests:
         updated = harness.wait(
             store.update_partition_state("gpu", 1, replace(current, isr=(2,)), current.version)
         )
-        harness.wait(store.commit_offsets("a/b", {("gpu", 0): CommittedOffset(7, "m", 3)}))
+        committed = CommittedOffset(7, "m", 3, 1_764_338_400_000)
+        harness.wait(store.commit_offsets("a/b", {("gpu", 0): committed}))
         harness.wait(store.commit_offsets("grüße", {("gpu", 1): CommittedOffset(9)}))
         harness.wait(store.allocate_producer_ids(1000))
 
@@ -289,12 +290,14 @@ class EtcdMetadataStoreTests:
                 "offset": 7,
                 "metadata": "m",
                 "leader_epoch": 3,
+                "commit_timestamp": 1_764_338_400_000,
                 "topic_created_revision": created,
             },
             prefix + "groups/gr%C3%BC%C3%9Fe/offsets/gpu/1": {
                 "offset": 9,
                 "metadata": None,
                 "leader_epoch": -1,
+                "commit_timestamp": -1,
                 "topic_created_revision": created,
             },
             prefix + "producer_ids": {"next_producer_id": 1000},

@@ -245,6 +245,7 @@ def test_tmq_groups_list_and_describe_a_live_group(group_broker, consumers, tmp_
         (assigned,) = entry["assignment"]["partitions"]
         assert assigned["topic"] == topic
         holders[entry["client_id"]] = (entry["member_id"], frozenset(assigned["partitions"]))
+        assert entry["client_host"] == "/127.0.0.1"  # as Kafka shows the member's address
     assert {name: held for name, (_, held) in holders.items()} == {
         m.name: m.assignment() for m in members
     }

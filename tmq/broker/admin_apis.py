@@ -237,7 +237,7 @@ def offset_commit(broker: Broker, header: RequestHeader, request: dict):
                 error = ErrorCode.OFFSET_METADATA_TOO_LARGE
             else:
                 offsets[name, index] = CommittedOffset(
-                    p["committed_offset"], metadata, p["committed_leader_epoch"]
+                    p["committed_offset"], metadata, p["committed_leader_epoch"], broker.now_ms()
                 )
             partitions.append({"partition_index": index, "error_code": error})
         topics.append({"name": name, "partitions": partitions})

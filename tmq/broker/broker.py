@@ -145,6 +145,8 @@ class Broker:
         #: The leader's ends of replication streams (``ReplicaSession``).
         self.sessions: set = set()
         self._high_watermarks: dict[TopicPartition, int] = {}
+        #: Groups with offsets but unknown to the coordinator at the last offset-retention check.
+        self._memberless_seen: set[str] = set()
         #: Groups this broker coordinates seen empty by ``expire_group_offsets``, since when.
         self._empty_since: dict[str, int] = {}
         self._isr_writes: set[TopicPartition] = set()
@@ -644,12 +646,20 @@ class Broker:
         return True
 
     def expire_group_offsets(self) -> None:
-        """Offset retention, run every ``offsets.retention.check.interval.ms``: a group this
-        broker coordinates that has been empty (no members) for ``offsets.retention.minutes``,
-        as far as these checks saw, loses its committed offsets and is forgotten. (Offsets of
-        consumers that commit without ever joining a group are kept.)"""
+        """Offset retention, run every ``offsets.retention.check.interval.ms``, as Kafka does:
+
+        * a group this broker coordinates that has been empty (no members) for
+          ``offsets.retention.minutes``, as far as these checks saw, loses its committed
+          offsets and is forgotten;
+        * the offsets of a group with none (consumers that commit without joining, or a group
+          whose members left before this broker became its coordinator) each expire
+          ``offsets.retention.minutes`` after they were committed, once two checks in a row
+          found the group without members here (so a group that just moved to this broker
+          gets the time to rejoin it).
+        """
         now = self.now_ms()
         retention_ms = self.config.offsets_retention_minutes * 60_000
+        self.store.offset_groups().addCallback(self._expire_memberless, now - retention_ms)
         empty = {g.group_id for g in self.groups.groups() if g.state == "Empty"}
         for group in [g for g in self._empty_since if g not in empty]:
             del self._empty_since[group]
@@ -664,6 +674,22 @@ class Broker:
             self.store.delete_offsets(group).addErrback(
                 lambda failure, group=group: _log.warn(
                     "deleting the offsets of group {g} failed: {e}",
+                    g=group,
+                    e=failure.getErrorMessage(),
+                )
+            )
+
+    def _expire_memberless(self, groups: list[str], committed_before_ms: int):
+        known = {listing.group_id for listing in self.groups.groups()}
+        memberless = {
+            g for g in groups if g not in known and self.coordinator_of(g) == self.config.broker_id
+        }
+        seen_before, self._memberless_seen = self._memberless_seen, memberless
+        for group in sorted(memberless & seen_before):
+            expiring = self.store.expire_offsets(group, committed_before_ms)
+            expiring.addCallback(_log_expired, group).addErrback(
+                lambda failure, group=group: _log.warn(
+                    "expiring the offsets of group {g} failed: {e}",
                     g=group,
                     e=failure.getErrorMessage(),
                 )
@@ -702,3 +728,8 @@ class Broker:
             next_id, end = first, first + _PRODUCER_ID_BLOCK
         self._producer_ids = (next_id + 1, end)
         return next_id
+
+
+def _log_expired(expired: list[tuple[str, int]], group: str) -> None:
+    if expired:
+        _log.info("group {g}: offsets of {p} expired", g=group, p=expired)

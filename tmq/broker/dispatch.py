@@ -6,6 +6,10 @@ dispatcher owns the codec: it decodes with the declarations (the Produce fast pa
 Produce), encodes the response (the Fetch fast path for Fetch, records passed through), and
 answers an ApiVersions request above the highest version with the v0 fallback (KIP-511).
 
+Kafka's JoinGroup records each member's client address ("/127.0.0.1"), which DescribeGroups
+reports; handlers of the keys in ``with_client_host`` are called with it as the keyword
+``client_host``. Every other handler sees only the header and the request.
+
 A request for an API this broker does not serve, or a version it does not support, or a body
 that does not decode is refused: the connection is closed, as Kafka does.
 """
@@ -33,17 +37,25 @@ class RequestRefused(Exception):
 
 
 class Dispatcher:
-    """Routes requests to ``handlers`` (one per served API key)."""
+    """Routes requests to ``handlers`` (one per served API key).
 
-    def __init__(self, handlers: dict[ApiKey, Handler]):
+    :param with_client_host: the keys whose handlers also take ``client_host=``.
+    """
+
+    def __init__(
+        self, handlers: dict[ApiKey, Handler], *, with_client_host: frozenset[ApiKey] = frozenset()
+    ):
         self.handlers = handlers
+        self.with_client_host = with_client_host
 
     def served_apis(self) -> list[Api]:
         """The APIs advertised in ApiVersions: those with a handler."""
         return [API_BY_KEY[key] for key in sorted(self.handlers)]
 
-    def dispatch(self, header: RequestHeader, body: memoryview):
+    def dispatch(self, header: RequestHeader, body: memoryview, client_host: str = ""):
         """The response body chunks, a Deferred of them, or ``None`` (no response).
+
+        :param client_host: the client's address as Kafka shows it ("/127.0.0.1").
 
         :raises RequestRefused: unknown API, unsupported version, malformed body.
         """
@@ -62,7 +74,10 @@ class Dispatcher:
                 request = api.request.parse(body, version)
         except ProtocolError as error:
             raise RequestRefused(str(error)) from None
-        result = self.handlers[api.key](header, request)
+        if api.key in self.with_client_host:
+            result = self.handlers[api.key](header, request, client_host=client_host)
+        else:
+            result = self.handlers[api.key](header, request)
         if result is None:
             return None
         if isinstance(result, defer.Deferred):

@@ -37,8 +37,11 @@ def _elsewhere(broker: Broker, group_id: str) -> bool:
     return bool(group_id) and broker.coordinator_of(group_id) != broker.config.broker_id
 
 
-def join_group(broker: Broker, header: RequestHeader, request: dict):
-    """JoinGroup v0-5: answered when the group's join phase ends (or at once on error)."""
+def join_group(broker: Broker, header: RequestHeader, request: dict, *, client_host: str = ""):
+    """JoinGroup v0-5: answered when the group's join phase ends (or at once on error).
+
+    :param client_host: the member's address, kept for DescribeGroups ("/127.0.0.1").
+    """
     group_id = request["group_id"]
     if _elsewhere(broker, group_id):
         return {
@@ -54,7 +57,7 @@ def join_group(broker: Broker, header: RequestHeader, request: dict):
         member_id=request["member_id"],
         group_instance_id=instance,
         client_id=header.client_id or "",
-        client_host="",  # the handlers do not see the connection
+        client_host=client_host,
         session_timeout_ms=request["session_timeout_ms"],
         rebalance_timeout_ms=request["rebalance_timeout_ms"] if header.api_version >= 1 else -1,
         protocol_type=request["protocol_type"],

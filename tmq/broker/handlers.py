@@ -15,7 +15,7 @@ __all__ = ["build_dispatcher"]
 
 def build_dispatcher(broker: Broker) -> Dispatcher:
     """A dispatcher serving every API this broker implements (and advertising only those)."""
-    dispatcher = Dispatcher({})
+    dispatcher = Dispatcher({}, with_client_host=frozenset({ApiKey.JOIN_GROUP}))
     dispatcher.handlers.update(
         {
             ApiKey.PRODUCE: partial(data_apis.produce, broker),

@@ -71,12 +71,15 @@ class BrokerProtocol(Protocol):
         self._stopping = False
         self._closed = False
         self.peer = "?"
+        self.client_host = ""
 
     # -- connection lifecycle -----------------------------------------------------------------
 
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()
         self.peer = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
+        # as Kafka prints a client's InetAddress: "/127.0.0.1"
+        self.client_host = f"/{peer.host}" if hasattr(peer, "host") else ""
         self.transport.registerProducer(self, True)
         factory = getattr(self, "factory", None)
         if factory is not None:
@@ -137,7 +140,9 @@ class BrokerProtocol(Protocol):
             self._replication_frame(header, memoryview(frame)[offset:])
             return
         try:
-            response = self._dispatcher.dispatch(header, memoryview(frame)[offset:])
+            response = self._dispatcher.dispatch(
+                header, memoryview(frame)[offset:], self.client_host
+            )
         except RequestRefused as error:
             self._refuse(str(error))
             return

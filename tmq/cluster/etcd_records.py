@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import unquote
 
 from etcd3.utils import prefix_range_end
 
@@ -35,6 +36,7 @@ __all__ = [
     "decode_topic",
     "delete_prefix",
     "encode",
+    "group_names",
     "groups_of",
     "offset_document",
     "reading",
@@ -77,6 +79,7 @@ def offset_document(committed: CommittedOffset, topic_created_revision: int) -> 
         "offset": committed.offset,
         "metadata": committed.metadata,
         "leader_epoch": committed.leader_epoch,
+        "commit_timestamp": committed.commit_timestamp_ms,
         "topic_created_revision": topic_created_revision,
     }
 
@@ -136,7 +139,11 @@ def decode_offset(key: bytes | str, value: bytes) -> tuple[CommittedOffset, int]
     with reading(key):
         document = json.loads(value)
         offset, epoch = _get(document, "offset", int), _get(document, "leader_epoch", int)
-        committed = CommittedOffset(offset, _get(document, "metadata", str, type(None)), epoch)
+        metadata = _get(document, "metadata", str, type(None))
+        committed_at = -1  # unknown: offsets committed before commit times were kept
+        if "commit_timestamp" in document:
+            committed_at = _get(document, "commit_timestamp", int)
+        committed = CommittedOffset(offset, metadata, epoch, committed_at)
         return committed, _get(document, "topic_created_revision", int)
 
 
@@ -190,6 +197,15 @@ def revision_of(responses: list[Any]) -> int:
     """The revision of a transaction that wrote: the header of its first put or delete."""
     first = responses[0]
     return getattr(first, first.WhichOneof("response")).header.revision
+
+
+def group_names(listed: Any, groups_prefix: str) -> list[str]:
+    """The (decoded) names of the groups among the ``groups/`` keys ``listed``, sorted."""
+    found = set()
+    for kv in listed.kvs:
+        encoded = kv.key.decode("utf-8", "replace")[len(groups_prefix) :].partition("/")[0]
+        found.add(unquote(encoded, errors="surrogatepass"))
+    return sorted(found)
 
 
 def groups_of(listed: Any, topic: str) -> list[str]:

@@ -13,7 +13,8 @@ It keeps the ``MetadataStore`` contract of ``tmq.cluster.store`` (the same contr
     producer_ids
         {"next_producer_id": 2000}              the first producer id not yet handed out
     groups/<group>/offsets/<topic>/<partition>
-        {"offset": 1200, "metadata": null, "leader_epoch": 0, "topic_created_revision": 17}
+        {"offset": 1200, "metadata": null, "leader_epoch": 0, "commit_timestamp": 1764338400000,
+         "topic_created_revision": 17}                commit_timestamp: ms since the epoch
 
 plus ``brokers/<id>`` and ``controller``, bound to leases (``tmq.cluster.etcd_membership``
 documents them, the registrations, the controller election and the fences of writes).
@@ -33,9 +34,11 @@ its partition keys; the groups' offsets of it are deleted right after. An offset
 ``topic_created_revision``, the ``create_revision`` of the topic key it was committed against
 (the commit transaction compares it), and ``fetch_offsets`` ignores offsets of a topic that is
 gone, even while they are still stored (a concurrent commit, a failure half way). An offset
-commit is one transaction; ``allocate_producer_ids`` a compare-and-swap loop on
-``producer_ids``. etcd's ``--max-txn-ops`` (128 by default) bounds one transaction, so it
-bounds the partitions of a topic (127) and of one offset commit (128 minus its topics).
+commit is one transaction; ``expire_offsets`` deletes each expired offset only if its
+``mod_revision`` is still the one read (a commit meanwhile keeps it); ``allocate_producer_ids``
+is a compare-and-swap loop on ``producer_ids``. etcd's ``--max-txn-ops`` (128 by default)
+bounds one transaction, so it bounds the partitions of a topic (127) and of one offset commit
+(128 minus its topics).
 
 Threads: the etcd calls run one at a time, in the order they were made (so they take effect in
 that order, as with the local store), on the store's own two-thread ``ThreadPool`` (started by
@@ -101,6 +104,7 @@ from .etcd_records import (
     decode_topic,
     delete_prefix,
     encode,
+    group_names,
     groups_of,
     offset_document,
     revision_of,
@@ -385,6 +389,15 @@ class EtcdMetadataStore(MembershipCalls):
     def delete_offsets(self, group: str) -> defer.Deferred[None]:
         return self._run("delete_offsets", self._delete_offsets, group, idempotent=True)
 
+    def expire_offsets(
+        self, group: str, committed_before_ms: int
+    ) -> defer.Deferred[list[tuple[str, int]]]:
+        expire = self._expire_offsets
+        return self._run("expire_offsets", expire, group, committed_before_ms, idempotent=True)
+
+    def offset_groups(self) -> defer.Deferred[list[str]]:
+        return self._run("offset_groups", self._offset_groups, idempotent=True)
+
     def fetch_offsets(
         self, group: str, partitions: list[tuple[str, int]] | None
     ) -> defer.Deferred[dict[tuple[str, int], CommittedOffset]]:
@@ -639,6 +652,32 @@ class EtcdMetadataStore(MembershipCalls):
     def _delete_offsets(self, group: str):
         response = self._client.delete_prefix(self._offsets_prefix(group_key(group)))
         return None, response.header.revision
+
+    def _expire_offsets(self, group: str, committed_before_ms: int):
+        client, ops = self._client, self._client.transactions
+        prefix = self._offsets_prefix(group_key(group))
+        expired = []
+        while True:
+            response = client.get_prefix_response(prefix)
+            stale = [
+                kv
+                for kv in response.kvs
+                if 0 <= decode_offset(kv.key, kv.value)[0].commit_timestamp_ms < committed_before_ms
+            ][: _MAX_TXN_OPS // 2]
+            if not stale:
+                return sorted(expired), response.header.revision
+            keys = [kv.key.decode("utf-8", "replace") for kv in stale]
+            compare = [ops.mod(key) == kv.mod_revision for key, kv in zip(keys, stale, strict=True)]
+            done, _ = client.transaction(compare, [ops.delete(key) for key in keys], [])
+            if done:  # otherwise one was committed again meanwhile: read again
+                for key in keys:
+                    topic, _, partition = key[len(prefix) :].rpartition("/")
+                    expired.append((topic, int(partition)))
+
+    def _offset_groups(self):
+        groups = self.prefix + "groups/"
+        listed = self._client.get_prefix_response(groups, keys_only=True)
+        return group_names(listed, groups), listed.header.revision
 
     def _fetch_offsets(self, group: str, wanted: set[tuple[str, int]] | None):
         if wanted is not None and not wanted:

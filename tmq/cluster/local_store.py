@@ -57,10 +57,14 @@ controller epochs grow across restarts too) that is the ``broker_epoch`` or the
       "topics": {
         "gpu": {
           "created_revision": 3,     the created_revision of the topic the offsets belong to
-          "partitions": {"0": {"offset": 1200, "metadata": null, "leader_epoch": 0}}
+          "partitions": {"0": {"offset": 1200, "metadata": null, "leader_epoch": 0,
+                               "commit_timestamp": 1764338400000}}
         }
       }
     }
+
+``commit_timestamp`` (ms since the epoch) is when the offset was committed; it may be absent
+(offsets committed before commit times were kept), which reads as unknown (-1).
 
 The file name of a group is its name percent-encoded with every byte outside ``A-Z a-z 0-9 _
 . - ~`` written as ``%XX`` (UTF-8), plus ``.json``: ``sink`` -> ``sink.json``, ``a/b`` ->
@@ -300,6 +304,14 @@ class LocalMetadataStore:
     def delete_offsets(self, group: str) -> defer.Deferred[None]:
         return defer.maybeDeferred(self._delete_offsets, group)
 
+    def expire_offsets(
+        self, group: str, committed_before_ms: int
+    ) -> defer.Deferred[list[tuple[str, int]]]:
+        return defer.maybeDeferred(self._expire_offsets, group, committed_before_ms)
+
+    def offset_groups(self) -> defer.Deferred[list[str]]:
+        return defer.maybeDeferred(self._offset_groups)
+
     def fetch_offsets(
         self, group: str, partitions: list[tuple[str, int]] | None
     ) -> defer.Deferred[dict[tuple[str, int], CommittedOffset]]:
@@ -430,6 +442,27 @@ class LocalMetadataStore:
         except OSError as error:
             raise MetadataStoreError(f"cannot delete the offsets of {group!r}: {error}") from error
         del self._offsets[group]
+
+    def _expire_offsets(self, group: str, committed_before_ms: int) -> list[tuple[str, int]]:
+        self._check_open()
+        offsets = self._offsets.get(group, {})
+        expired = sorted(
+            key
+            for key, committed in offsets.items()
+            if 0 <= committed.commit_timestamp_ms < committed_before_ms
+        )
+        if len(expired) == len(offsets):
+            self._delete_offsets(group)
+        elif expired:
+            kept = {key: committed for key, committed in offsets.items() if key not in expired}
+            path = posixpath.join(self.directory, GROUPS_DIR, group_file_name(group))
+            self._write(path, self._group_document(group, kept))
+            self._offsets[group] = kept
+        return expired
+
+    def _offset_groups(self) -> list[str]:
+        self._check_open()
+        return sorted(self._offsets)
 
     def _fetch_offsets(
         self, group: str, partitions: list[tuple[str, int]] | None
@@ -577,6 +610,7 @@ class LocalMetadataStore:
                 "offset": committed.offset,
                 "metadata": committed.metadata,
                 "leader_epoch": committed.leader_epoch,
+                "commit_timestamp": committed.commit_timestamp_ms,
             }
         return {"format": _FORMAT, "group": group, "topics": topics}
 
@@ -779,6 +813,9 @@ def _decode_group(document: object, topics: Mapping[str, _Topic]) -> tuple[str, 
                 offset=_get(value, "offset", int),
                 metadata=_get(value, "metadata", str, type(None)),
                 leader_epoch=_get(value, "leader_epoch", int),
+                commit_timestamp_ms=(
+                    _get(value, "commit_timestamp", int) if "commit_timestamp" in value else -1
+                ),
             )
             for key, value in _get(entry, "partitions", dict).items()
         }

@@ -144,11 +144,15 @@ class CommittedOffset:
     :param offset: the next offset the group will consume.
     :param metadata: the client's free-form metadata string, if any.
     :param leader_epoch: the leader epoch of the last consumed record, ``-1`` if unknown.
+    :param commit_timestamp_ms: when the coordinator accepted the commit (wall clock, ms since
+        the epoch), ``-1`` if unknown; offset retention of groups without members counts from
+        it (``expire_offsets``).
     """
 
     offset: int
     metadata: str | None = None
     leader_epoch: int = -1
+    commit_timestamp_ms: int = -1
 
 
 @dataclass(frozen=True)
@@ -493,6 +497,20 @@ class MetadataStore(Protocol):
     def delete_offsets(self, group: str) -> Deferred[None]:
         """Forget every committed offset of ``group`` (offset retention of a group that stayed
         empty); a group with none is no error."""
+        ...
+
+    def expire_offsets(
+        self, group: str, committed_before_ms: int
+    ) -> Deferred[list[tuple[str, int]]]:
+        """Forget ``group``'s offsets committed before ``committed_before_ms`` (their
+        ``commit_timestamp_ms`` is known and smaller) and fire with their ``(topic,
+        partition)``s, sorted. An offset committed again while this runs is kept, and so is one
+        whose commit time is unknown."""
+        ...
+
+    def offset_groups(self) -> Deferred[list[str]]:
+        """Every group that holds committed offsets, sorted (a group whose only offsets are of
+        deleted topics may be listed too)."""
         ...
 
     def allocate_producer_ids(self, count: int) -> Deferred[int]:
