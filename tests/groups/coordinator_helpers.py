@@ -8,6 +8,7 @@ import itertools
 from twisted.internet.task import Clock
 
 from tmq.groups.coordinator import GroupCoordinator
+from tmq.protocol.errors import ErrorCode
 
 SESSION_MS = 10_000
 REBALANCE_MS = 30_000
@@ -71,3 +72,28 @@ def waiting(deferred) -> bool:
 
 def seconds(ms: int) -> float:
     return ms / 1000
+
+
+def form(c, clock, n, *, group="g", static=False, **options):
+    """A Stable group of ``n`` members (joined together, leader's assignment synced: each
+    member gets its member id as bytes); returns the member ids, leader first, and the
+    generation. ``static``: member i is the static member of instance ``i<i>``."""
+    joins = [
+        join(c, group=group, client=f"c{i}", instance=f"i{i}" if static else None, **options)
+        for i in range(n)
+    ]
+    clock.advance(0)
+    results = [fired(d) for d in joins]
+    ids = [r.member_id for r in results]
+    generation = results[0].generation_id
+    syncs = [
+        c.sync(
+            group,
+            generation_id=generation,
+            member_id=member_id,
+            assignments={m: m.encode() for m in ids} if i == 0 else {},
+        )
+        for i, member_id in enumerate(ids)
+    ]
+    assert [fired(d).error for d in syncs] == [ErrorCode.NONE] * n
+    return ids, generation

@@ -11,6 +11,7 @@ from coordinator_helpers import (
     TICK,
     coordinator,
     fired,
+    form,
     join,
     seconds,
     waiting,
@@ -29,27 +30,6 @@ from tmq.groups.coordinator import (
 from tmq.protocol.errors import ErrorCode
 
 NONE = ErrorCode.NONE
-
-
-def form(c, clock, n, *, group="g", **options):
-    """A Stable group of ``n`` members (joined together, leader's assignment synced); returns
-    the member ids, leader first, and the generation."""
-    joins = [join(c, group=group, client=f"c{i}", **options) for i in range(n)]
-    clock.advance(0)
-    results = [fired(d) for d in joins]
-    ids = [r.member_id for r in results]
-    generation = results[0].generation_id
-    syncs = [
-        c.sync(
-            group,
-            generation_id=generation,
-            member_id=member_id,
-            assignments={m: m.encode() for m in ids} if i == 0 else {},
-        )
-        for i, member_id in enumerate(ids)
-    ]
-    assert [fired(d).error for d in syncs] == [NONE] * n
-    return ids, generation
 
 
 def rejoin(c, member_id, **options):

@@ -95,6 +95,7 @@ def sync_group(broker: Broker, header: RequestHeader, request: dict):
         generation_id=request["generation_id"],
         member_id=request["member_id"],
         assignments={a["member_id"]: a["assignment"] for a in request["assignments"]},
+        group_instance_id=request["group_instance_id"],
     )
     return synced.addCallback(
         lambda result: {"error_code": result.error, "assignment": result.assignment}
@@ -107,7 +108,10 @@ def heartbeat(broker: Broker, header: RequestHeader, request: dict) -> dict:
     if _elsewhere(broker, group_id):
         return {"error_code": ErrorCode.NOT_COORDINATOR}
     error = broker.groups.heartbeat(
-        group_id, generation_id=request["generation_id"], member_id=request["member_id"]
+        group_id,
+        generation_id=request["generation_id"],
+        member_id=request["member_id"],
+        group_instance_id=request["group_instance_id"],
     )
     return {"error_code": error}
 
@@ -122,15 +126,15 @@ def leave_group(broker: Broker, header: RequestHeader, request: dict) -> dict:
         members = [(request["member_id"], None)]
     if _elsewhere(broker, group_id):
         return {"error_code": ErrorCode.NOT_COORDINATOR, "members": []}
-    result = broker.groups.leave(group_id, [member_id for member_id, _ in members])
+    result = broker.groups.leave(group_id, [m for m, _ in members], [i for _, i in members])
     if not v3:
         return {"error_code": result.single_error}
-    instances = dict(members)
+    answered = members if result.members else []  # none with a request-level error
     return {
         "error_code": result.error,
         "members": [
-            {"member_id": m, "group_instance_id": instances.get(m), "error_code": error}
-            for m, error in result.members
+            {"member_id": member_id, "group_instance_id": instance, "error_code": error}
+            for (member_id, instance), (_, error) in zip(answered, result.members, strict=True)
         ],
     }
 
@@ -197,7 +201,10 @@ def check_commit(broker: Broker, request: dict) -> ErrorCode:
     if _elsewhere(broker, group_id):
         return ErrorCode.NOT_COORDINATOR
     return broker.groups.check_commit(
-        group_id, generation_id=request["generation_id"], member_id=request["member_id"]
+        group_id,
+        generation_id=request["generation_id"],
+        member_id=request["member_id"],
+        group_instance_id=request["group_instance_id"],
     )
 
 

@@ -51,9 +51,15 @@ coordinator's state has settled, never in the middle of a transition, so a callb
 the coordinator again. Cancelling a returned Deferred only drops that answer: the member keeps
 its place, as it does in Kafka while the client's request is parked.
 
-**Static membership** (``group_instance_id``, KIP-345) is treated as dynamic membership: the
-instance id is recorded and reported (JoinGroup members, DescribeGroups) but never fences or
-replaces a member, and LeaveGroup cannot remove a member by instance id alone.
+**Static membership** (``group_instance_id``, KIP-345). A member that joins with an instance
+id is the group's member for that instance. When the instance joins again with no member id
+(a restarted consumer), it takes its predecessor's place under a new member id: the old member
+id is fenced (its parked requests, and any later request naming the instance with it, get
+FENCED_INSTANCE_ID), and a Stable group whose protocol stays the same does not rebalance (the
+member gets the current generation and, with SyncGroup, its predecessor's assignment); in any
+other state the group rebalances as for a rejoin. Requests that carry the instance id are
+checked against it (Kafka's ``validateMember``), and LeaveGroup v3 removes a member by its
+instance id alone. Members still expire by their session timeouts.
 
 Groups that only commit offsets (generation -1) never reach this coordinator's group table:
 ``groups()`` and ``describe()`` know the groups that sent a JoinGroup since the coordinator
@@ -73,6 +79,7 @@ from twisted.logger import Logger
 
 from tmq.protocol.errors import ErrorCode
 
+from .answers import NO_GENERATION, UNKNOWN_MEMBER_ID, JoinResult, LeaveResult, SyncResult
 from .group import (
     Group,
     GroupDescription,
@@ -108,46 +115,6 @@ DEFAULT_INITIAL_REBALANCE_DELAY_MS = 3_000
 DEFAULT_MIN_SESSION_TIMEOUT_MS = 6_000
 DEFAULT_MAX_SESSION_TIMEOUT_MS = 1_800_000
 DEFAULT_NEW_MEMBER_JOIN_TIMEOUT_MS = 300_000
-
-#: The member id of a consumer that has none yet, and the generation of one outside a group.
-UNKNOWN_MEMBER_ID = ""
-NO_GENERATION = -1
-
-
-class JoinResult(NamedTuple):
-    """A JoinGroup answer. ``members`` is non-empty for the leader only. On an error the
-    generation is -1, and ``member_id`` is the request's (MEMBER_ID_REQUIRED: the id to join
-    with; a member removed while its JoinGroup was parked: empty)."""
-
-    error: ErrorCode
-    generation_id: int = NO_GENERATION
-    protocol_name: str = ""
-    leader: str = ""
-    member_id: str = UNKNOWN_MEMBER_ID
-    members: tuple[JoinMember, ...] = ()
-
-
-class SyncResult(NamedTuple):
-    """A SyncGroup answer: the member's assignment (opaque bytes from the leader)."""
-
-    error: ErrorCode
-    assignment: bytes = b""
-
-
-class LeaveResult(NamedTuple):
-    """A LeaveGroup answer: a request-level error, and one error per member id asked about
-    (empty when the request-level error is set), in request order."""
-
-    error: ErrorCode
-    members: tuple[tuple[str, ErrorCode], ...] = ()
-
-    @property
-    def single_error(self) -> ErrorCode:
-        """The one error code of a LeaveGroup v0-2 response: the request-level error, else
-        the first member error (``LeaveGroupResponse`` in Kafka's clients)."""
-        if self.error is not ErrorCode.NONE:
-            return self.error
-        return next((e for _, e in self.members if e is not ErrorCode.NONE), ErrorCode.NONE)
 
 
 class _JoinRequest(NamedTuple):
@@ -264,7 +231,13 @@ class GroupCoordinator:
                 require_known_member_id,
             )
             group = self._groups.get(group_id)
-            if member_id == UNKNOWN_MEMBER_ID:
+            if (
+                member_id == UNKNOWN_MEMBER_ID
+                and group is not None
+                and group_instance_id in group.static_members
+            ):
+                self._join_static_member_again(group, request, waiter)
+            elif member_id == UNKNOWN_MEMBER_ID:
                 if group is None:
                     group = self._groups[group_id] = Group(group_id)
                 self._join_new_member(group, request, waiter)
@@ -307,7 +280,10 @@ class GroupCoordinator:
             self._add_member_and_rebalance(group, member_id, request, waiter)
             return
         member = group.members.get(member_id)
-        if member is None:
+        instance = request.group_instance_id
+        if instance is not None and group.static_members.get(instance) != member_id:
+            self._answer(waiter, JoinResult(ErrorCode.FENCED_INSTANCE_ID, member_id=member_id))
+        elif member is None:
             self._answer(waiter, JoinResult(ErrorCode.UNKNOWN_MEMBER_ID, member_id=member_id))
         elif group.state is GroupState.PREPARING_REBALANCE:
             self._update_member_and_rebalance(group, member, request, waiter)
@@ -325,6 +301,40 @@ class GroupCoordinator:
                 self._answer(waiter, self._join_result(group, member, leader_view=False))
         else:  # pragma: no cover - an empty group has no members
             self._answer(waiter, JoinResult(ErrorCode.UNKNOWN_MEMBER_ID, member_id=member_id))
+
+    def _join_static_member_again(self, group: Group, request: _JoinRequest, waiter) -> None:
+        names = frozenset(name for name, _ in request.protocols)
+        if not group.supports_protocols(request.protocol_type, names):
+            self._answer(waiter, JoinResult(ErrorCode.INCONSISTENT_GROUP_PROTOCOL))
+            return
+        instance = request.group_instance_id
+        old_id = group.static_members[instance]
+        new_id = self._new_member_id(request.client_id)
+        member = group.members[old_id]
+        self._cancel(("heartbeat", group.group_id, old_id))
+        self._answer_parked(member, ErrorCode.FENCED_INSTANCE_ID, member_id=old_id)
+        group.replace_static_member(old_id, new_id)
+        member.client_id, member.client_host = request.client_id, request.client_host
+        group.update_member(
+            member,
+            request.protocols,
+            rebalance_timeout_ms=request.rebalance_timeout_ms,
+            session_timeout_ms=request.session_timeout_ms,
+        )
+        self._schedule_session(group, member)
+        _log.info(
+            "group {group}: static member {instance} joined again as {new} (was {old})",
+            group=group.group_id,
+            instance=instance,
+            new=new_id,
+            old=old_id,
+        )
+        if group.state is GroupState.STABLE and group.select_protocol() == group.protocol_name:
+            # the restarted instance takes its predecessor's place: no rebalance
+            self._answer(waiter, self._join_result(group, member, leader_view=False))
+        else:
+            member.join_waiter = waiter
+            self._maybe_rebalance(group, f"static member {instance} joined again")
 
     def _add_member_and_rebalance(
         self, group: Group, member_id: str, request: _JoinRequest, waiter
@@ -500,12 +510,13 @@ class GroupCoordinator:
         generation_id: int,
         member_id: str,
         assignments: Mapping[str, bytes],
+        group_instance_id: str | None = None,
     ) -> defer.Deferred[SyncResult]:
         """A SyncGroup request; fires with the member's assignment once the leader has sent
         the assignments (``assignments``: member id -> assignment; the leader's only)."""
         waiter: defer.Deferred[SyncResult] = defer.Deferred()
         try:
-            error = self._check_member(group_id, member_id, generation_id)
+            error = self._check_member(group_id, member_id, generation_id, group_instance_id)
             group = self._groups.get(group_id)
             if error is not None:
                 self._answer(waiter, SyncResult(error))
@@ -561,10 +572,17 @@ class GroupCoordinator:
 
     # -- Heartbeat ----------------------------------------------------------------------------
 
-    def heartbeat(self, group_id: str, *, generation_id: int, member_id: str) -> ErrorCode:
+    def heartbeat(
+        self,
+        group_id: str,
+        *,
+        generation_id: int,
+        member_id: str,
+        group_instance_id: str | None = None,
+    ) -> ErrorCode:
         """A Heartbeat request: restarts the member's session timer. REBALANCE_IN_PROGRESS
         while the group prepares a rebalance (the member must rejoin)."""
-        error = self._check_member(group_id, member_id, generation_id)
+        error = self._check_member(group_id, member_id, generation_id, group_instance_id)
         if error is not None:
             return error
         group = self._groups[group_id]
@@ -575,9 +593,18 @@ class GroupCoordinator:
 
     # -- LeaveGroup ---------------------------------------------------------------------------
 
-    def leave(self, group_id: str, member_ids: Sequence[str]) -> LeaveResult:
-        """A LeaveGroup request for ``member_ids`` (one for v0-2): each member id the group
-        does not know (or every one, if the group does not exist) gets UNKNOWN_MEMBER_ID."""
+    def leave(
+        self,
+        group_id: str,
+        member_ids: Sequence[str],
+        group_instance_ids: Sequence[str | None] | None = None,
+    ) -> LeaveResult:
+        """A LeaveGroup request for ``member_ids`` (one for v0-2; v3 pairs each with a
+        ``group_instance_ids`` entry): each member id the group does not know (or every one,
+        if the group does not exist) gets UNKNOWN_MEMBER_ID. A static member leaves by its
+        instance id, with its member id or an empty one (another member id:
+        FENCED_INSTANCE_ID); the answers are in request order."""
+        instances = group_instance_ids or [None] * len(member_ids)
         try:
             if self._closed:
                 return LeaveResult(ErrorCode.COORDINATOR_NOT_AVAILABLE)
@@ -590,11 +617,20 @@ class GroupCoordinator:
                 )
             answers = []
             left = False
-            for member_id in member_ids:
-                member = group.members.get(member_id)
-                if member_id in group.pending_members:
-                    group.remove(member_id)
-                    self._cancel(("heartbeat", group_id, member_id))
+            for member_id, instance in zip(member_ids, instances, strict=True):
+                leaving = member_id
+                if instance is not None:
+                    leaving = group.static_members.get(instance)
+                    if leaving is None:
+                        answers.append((member_id, ErrorCode.UNKNOWN_MEMBER_ID))
+                        continue
+                    if member_id not in (UNKNOWN_MEMBER_ID, leaving):
+                        answers.append((member_id, ErrorCode.FENCED_INSTANCE_ID))
+                        continue
+                member = group.members.get(leaving)
+                if leaving in group.pending_members:
+                    group.remove(leaving)
+                    self._cancel(("heartbeat", group_id, leaving))
                 elif member is None:
                     answers.append((member_id, ErrorCode.UNKNOWN_MEMBER_ID))
                     continue
@@ -611,7 +647,14 @@ class GroupCoordinator:
 
     # -- OffsetCommit -------------------------------------------------------------------------
 
-    def check_commit(self, group_id: str, *, generation_id: int, member_id: str) -> ErrorCode:
+    def check_commit(
+        self,
+        group_id: str,
+        *,
+        generation_id: int,
+        member_id: str,
+        group_instance_id: str | None = None,
+    ) -> ErrorCode:
         """Whether an OffsetCommit with this generation and member id may store offsets.
 
         A commit with generation -1 and no member id (a consumer that assigns partitions
@@ -633,9 +676,10 @@ class GroupCoordinator:
             return ErrorCode.NONE
         if generation_id < 0 and member_id == UNKNOWN_MEMBER_ID:
             return ErrorCode.UNKNOWN_MEMBER_ID  # only members may commit to a live group
-        member = group.members.get(member_id)
-        if member is None:
-            return ErrorCode.UNKNOWN_MEMBER_ID
+        error = group.validate_member(member_id, group_instance_id)
+        if error is not None:
+            return error
+        member = group.members[member_id]
         if generation_id != group.generation_id:
             return ErrorCode.ILLEGAL_GENERATION
         if group.state is GroupState.COMPLETING_REBALANCE:
@@ -705,7 +749,9 @@ class GroupCoordinator:
 
     # -- members and sessions -----------------------------------------------------------------
 
-    def _check_member(self, group_id: str, member_id: str, generation_id: int) -> ErrorCode | None:
+    def _check_member(
+        self, group_id: str, member_id: str, generation_id: int, group_instance_id: str | None
+    ) -> ErrorCode | None:
         """The error of a member's SyncGroup or Heartbeat before its group's state counts:
         ``None`` for a member of the current generation of a group with members."""
         if self._closed:
@@ -713,8 +759,11 @@ class GroupCoordinator:
         if not group_id:
             return ErrorCode.INVALID_GROUP_ID
         group = self._groups.get(group_id)
-        if group is None or member_id not in group.members:
+        if group is None:
             return ErrorCode.UNKNOWN_MEMBER_ID
+        error = group.validate_member(member_id, group_instance_id)
+        if error is not None:
+            return error
         if generation_id != group.generation_id:
             return ErrorCode.ILLEGAL_GENERATION
         return None
@@ -763,10 +812,15 @@ class GroupCoordinator:
         afresh)."""
         group.remove(member.member_id)
         self._cancel(("heartbeat", group.group_id, member.member_id))
-        self._answer_join(member, JoinResult(ErrorCode.UNKNOWN_MEMBER_ID))
+        self._answer_parked(member, ErrorCode.UNKNOWN_MEMBER_ID)
+
+    def _answer_parked(self, member: Member, error: ErrorCode, member_id: str = "") -> None:
+        """Answer ``member``'s parked JoinGroup (with ``member_id``) and SyncGroup with
+        ``error``."""
+        self._answer_join(member, JoinResult(error, member_id=member_id))
         waiter, member.sync_waiter = member.sync_waiter, None
         if waiter is not None:
-            self._answer(waiter, SyncResult(ErrorCode.UNKNOWN_MEMBER_ID))
+            self._answer(waiter, SyncResult(error))
 
     def _answer_join(self, member: Member, result: JoinResult) -> None:
         waiter, member.join_waiter = member.join_waiter, None

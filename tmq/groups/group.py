@@ -220,6 +220,8 @@ class Group:
         self.pending_sync: set[str] = set()
         #: A member joined during an initial rebalance (from Empty): the delay is extended.
         self.new_member_added = False
+        #: Static members (KIP-345): ``group_instance_id`` -> member id.
+        self.static_members: dict[str, str] = {}
         self._protocol_counts: dict[str, int] = {}
 
     # -- state ------------------------------------------------------------------------------
@@ -254,6 +256,8 @@ class Group:
         self.members[member.member_id] = member
         self._count(member.protocol_names, 1)
         self.pending_members.discard(member.member_id)
+        if member.group_instance_id is not None:
+            self.static_members[member.group_instance_id] = member.member_id
 
     def remove(self, member_id: str) -> Member | None:
         """Remove a member or a pending member id; the removed member, if it was one. A
@@ -261,11 +265,40 @@ class Group:
         member = self.members.pop(member_id, None)
         if member is not None:
             self._count(member.protocol_names, -1)
+            if self.static_members.get(member.group_instance_id) == member_id:
+                del self.static_members[member.group_instance_id]
         if self.is_leader(member_id):
             self.leader_id = next(iter(self.members), None)
         self.pending_members.discard(member_id)
         self.pending_sync.discard(member_id)
         return member
+
+    def replace_static_member(self, old_id: str, new_id: str) -> Member:
+        """The static member ``old_id`` goes on as ``new_id`` (its instance joined again with
+        no member id, e.g. after a restart): the same place in the join order, the same
+        assignment, leadership and pending SyncGroup (``ClassicGroup.replaceStaticMember``)."""
+        member = self.members[old_id]
+        self.members = {(new_id if k == old_id else k): m for k, m in self.members.items()}
+        member.member_id = new_id
+        self.static_members[member.group_instance_id] = new_id
+        if self.leader_id == old_id:
+            self.leader_id = new_id
+        if old_id in self.pending_sync:
+            self.pending_sync.discard(old_id)
+            self.pending_sync.add(new_id)
+        return member
+
+    def validate_member(self, member_id: str, group_instance_id: str | None) -> ErrorCode | None:
+        """``None`` if ``member_id`` may act for ``group_instance_id``: without an instance id
+        it must be a member (else UNKNOWN_MEMBER_ID); with one, the instance must be a static
+        member (else UNKNOWN_MEMBER_ID) that now goes by ``member_id`` (else
+        FENCED_INSTANCE_ID: an older incarnation of the instance)."""
+        if group_instance_id is None:
+            return None if member_id in self.members else ErrorCode.UNKNOWN_MEMBER_ID
+        current = self.static_members.get(group_instance_id)
+        if current is None:
+            return ErrorCode.UNKNOWN_MEMBER_ID
+        return None if current == member_id else ErrorCode.FENCED_INSTANCE_ID
 
     def update_member(
         self,
