@@ -90,6 +90,7 @@ class _Confluent:
                 "fetch.wait.max.ms": 100,
                 "reconnect.backoff.max.ms": 1000,
                 "topic.metadata.refresh.interval.ms": 5000,
+                **({"group.instance.id": args.instance_id} if args.instance_id else {}),
             }
         )
         listener = _listener(object)
@@ -222,6 +223,7 @@ def consumer_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--session-timeout-ms", type=int, default=6000)
     parser.add_argument("--max-seconds", type=float, default=120.0)
     parser.add_argument("--hold-file")
+    parser.add_argument("--instance-id", help="group.instance.id (static member; confluent)")
     args = parser.parse_args(argv)
     # the clients' own logs on stderr (the harness shows them when a test fails)
     logging.basicConfig(
@@ -389,10 +391,13 @@ class GroupConsumer(_ConsumerProcess):
         session_timeout_ms: int = 6000,
         hold_file: Path | None = None,
         max_seconds: float = 150.0,
+        instance_id: str | None = None,
     ):
         super().__init__(workdir, name, max_seconds)
         if client not in CLIENTS:
             raise ValueError(f"client {client!r}: one of {CLIENTS}")
+        if instance_id is not None and client != "confluent":
+            raise ValueError("static membership (instance_id) is wired for confluent only")
         self.client = client
         self.arguments = [
             "--client", client, "--bootstrap", bootstrap, "--group", group, "--topic", topic,
@@ -401,6 +406,8 @@ class GroupConsumer(_ConsumerProcess):
         ]  # fmt: skip
         if hold_file is not None:
             self.arguments += ["--hold-file", str(hold_file)]
+        if instance_id is not None:
+            self.arguments += ["--instance-id", instance_id]
         self._parsed: list[dict] = []
         self._position = 0
 

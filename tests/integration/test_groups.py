@@ -190,6 +190,49 @@ def test_group_split_eviction_and_resume(group_broker, consumers, tmp_path, clie
     assert_no_traceback(group_broker.log())
 
 
+def test_a_restarted_static_member_takes_its_place_without_a_rebalance(
+    group_broker, consumers, tmp_path
+):
+    """Two confluent-kafka static members (group.instance.id, session timeout 10 s) split a
+    6-partition topic 3/3. One is killed (SIGKILL) and started again with the same instance
+    id before its session runs out: it gets the partitions it held, under a new member id,
+    and the other member sees no rebalance (no revocation, no new assignment); both read
+    the next values."""
+    bootstrap, port = group_broker.bootstrap, group_broker.port
+    group, topic = "static-group", "static-six"
+    create_topic(bootstrap, topic)
+
+    def member(name: str, instance: str) -> GroupConsumer:
+        return consumers(
+            GroupConsumer(
+                tmp_path, name, client="confluent", bootstrap=bootstrap, group=group,
+                topic=topic, session_timeout_ms=10_000, instance_id=instance,
+            )
+        )  # fmt: skip
+
+    first = produce(bootstrap, topic, "a", PER_PARTITION)
+    stays, restarts = member("static-a", "instance-a"), member("static-b", "instance-b")
+    wait_for_group(port, group, topic, [stays, restarts], "two static members splitting 3/3")
+    wait_for(lambda: read_all_of([stays, restarts], first), 30, "the first values", stays, restarts)
+    held = restarts.assignment()
+    before = describe_group(port, group, topic).members
+    changes = len([e for e in stays.events() if e["event"] in ("assigned", "revoked")])
+
+    restarts.kill()
+    again = member("static-b-again", "instance-b")
+    wait_for(lambda: again.assignment() == held, 20, "the same partitions again", again)
+    after = describe_group(port, group, topic)
+    assert after.state == "Stable"
+    assert {client for client, _ in after.members.values()} == {"static-a", "static-b-again"}
+    assert not set(after.members) & {m for m, (c, _) in before.items() if c == "static-b"}
+    second = produce(bootstrap, topic, "b", PER_PARTITION)
+    wait_for(lambda: read_all_of([stays, again], second), 30, "the second values", stays, again)
+    assert len([e for e in stays.events() if e["event"] in ("assigned", "revoked")]) == changes
+    for consumer in (stays, again):
+        assert consumer.stop() == 0, consumer.log()
+    assert_no_traceback(group_broker.log())
+
+
 # -- tmq groups list | describe -----------------------------------------------------------------
 
 
