@@ -9,6 +9,9 @@ answer is JSON:
   (``/readyz`` too), 500 anything else (logged): ``{"error": {"code", "message",
   "details"}}``.
 
+``/metrics`` is the exception: the Prometheus text format (``tmq.api.metrics``; every request
+counted per route template, method and status).
+
 Nothing blocks the reactor: ``PostgresStore`` queries on txpostgres' asynchronous
 connections.
 """
@@ -16,17 +19,22 @@ connections.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
 from klein import Klein
+from prometheus_client import generate_latest
 from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
+from tmq.ops.http import METRICS_CONTENT_TYPE
+
 from . import swagger
 from .database import DatabaseUnavailable
+from .metrics import ApiMetrics, MeteredResource
 from .openapi import build_spec
 from .store import TelemetryStore
 from .validation import (
@@ -56,16 +64,22 @@ def _unavailable(reason: str) -> ApiError:
 
 
 class TelemetryApi:
-    """The API over ``store`` (whose owner starts and stops what it reads)."""
+    """The API over ``store`` (whose owner starts and stops what it reads).
+
+    :param seconds: the clock requests are timed on (``tmq_api_request_duration_seconds``).
+    """
 
     app = Klein()
 
-    def __init__(self, store: TelemetryStore):
+    def __init__(self, store: TelemetryStore, *, seconds: Callable[[], float] = time.perf_counter):
         self._store = store
         self._spec = _json(build_spec())
+        #: The Prometheus metrics of this API (``/metrics``).
+        self.api_metrics = ApiMetrics(self.app.url_map, store.available, seconds)
 
     def resource(self):
-        return self.app.resource()
+        """The web resource of every route, each request counted in ``api_metrics``."""
+        return MeteredResource(self.app.resource(), self.api_metrics)
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -155,6 +169,11 @@ class TelemetryApi:
             return {"status": "ready", "schema_version": version}
 
         return self._answer(request, work)
+
+    @app.route("/metrics", methods=["GET"])
+    def prometheus_metrics(self, request):
+        request.setHeader(b"content-type", METRICS_CONTENT_TYPE.encode())
+        return generate_latest(self.api_metrics.registry)
 
     # -- documentation ---------------------------------------------------------------------
 

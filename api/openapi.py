@@ -207,6 +207,22 @@ def build_spec() -> dict[str, Any]:
             }
         },
     )
+    spec.path(
+        path="/metrics",
+        operations={
+            "get": {
+                "operationId": "metrics",
+                "summary": "Prometheus metrics: requests per route, latencies, database up",
+                "tags": ["health"],
+                "responses": {
+                    "200": {
+                        "description": "The Prometheus text exposition format 0.0.4.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+    )
     return spec.to_dict()
 
 

@@ -46,6 +46,10 @@ class TelemetryStore(Protocol):
         """The schema version; fails with ``DatabaseUnavailable`` when the store cannot
         answer (readiness)."""
 
+    def available(self) -> bool:
+        """Whether the database is reachable now, as far as the store knows without asking
+        it (``tmq_api_database_up``)."""
+
 
 class PostgresStore:
     """``TelemetryStore`` over the sink's tables (``tmq.sink.schema``)."""
@@ -91,3 +95,6 @@ class PostgresStore:
 
     def schema_version(self) -> Deferred[int]:
         return self._database.query(queries.READY).addCallback(lambda rows: rows[0][0] or 0)
+
+    def available(self) -> bool:
+        return self._database.available

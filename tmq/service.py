@@ -6,6 +6,10 @@ unclean shutdown), listens, then registers the broker and takes up its partition
 Nothing is opened in the constructor: twistd may fork between building and starting the
 service. ``stopService`` stops accepting connections, finishes in-flight requests, ends the
 registration, then shuts the logs down cleanly (flush, checkpoints, clean-shutdown marker).
+
+With ``metrics_listen`` the service first serves ``/metrics`` (``BrokerMetrics``),
+``/healthz`` and ``/readyz`` (``readiness``) over HTTP there, until the very end of
+``stopService``.
 """
 
 from __future__ import annotations
@@ -22,12 +26,14 @@ from twisted.logger import Logger
 from tmq.broker.broker import Broker
 from tmq.broker.config import BrokerConfig
 from tmq.broker.handlers import build_dispatcher
+from tmq.broker.metrics import BrokerMetrics, MeteredDispatcher
 from tmq.broker.replica_fetcher import ReplicaFetchers
 from tmq.broker.replica_session import ReplicaSession
 from tmq.broker.server import BrokerFactory
 from tmq.cluster.etcd_store import EtcdMetadataStore
 from tmq.cluster.local_store import LocalMetadataStore
 from tmq.cluster.store import MetadataStoreError
+from tmq.ops.http import listen
 from tmq.storage.files import FileSystem, OsFileSystem
 from tmq.storage.log_manager import LogManager
 
@@ -61,6 +67,10 @@ class BrokerService(Service):
         self.on_failure = on_failure
         self.broker: Broker | None = None
         self.port = None
+        #: Counts of this broker's work; its registry is what ``/metrics`` serves.
+        self.metrics = BrokerMetrics()
+        #: The port of /metrics, /healthz and /readyz (``config.metrics_listen``).
+        self.ops_port = None
         self.factory: BrokerFactory | None = None
         self._loops: list[task.LoopingCall] = []
         self._locks: list[int] = []
@@ -88,9 +98,28 @@ class BrokerService(Service):
         if self.on_failure is not None:
             self.on_failure(failure)
 
+    def readiness(self) -> tuple[bool, str]:
+        """Ready once the logs are loaded, the broker listens, and it is registered with the
+        metadata store (etcd, or the local one) under a lease still valid; not while
+        stopping."""
+        broker = self.broker
+        if not self.running:
+            return False, "stopped"
+        if broker is None or self.port is None:
+            return False, "loading the logs"
+        if broker.registration is None:
+            return False, "not registered with the metadata store"
+        if not broker.lease_valid():
+            return False, "the registration lease may have expired"
+        return True, "serving"
+
     @defer.inlineCallbacks
     def _start(self):
         config = self.config
+        if config.metrics_listen is not None:
+            self.ops_port = listen(
+                self.reactor, config.metrics_listen, self.metrics.registry, self.readiness
+            )
         data_dirs = [os.path.abspath(d) for d in config.data_dirs]
         for data_dir in data_dirs:
             self.fs.makedirs(data_dir)
@@ -106,8 +135,9 @@ class BrokerService(Service):
             data_dirs,
             lambda topic: broker.topic_log_config(topic),
             lambda: int(self.reactor.seconds() * 1000),
+            on_fsync=self.metrics.fsynced,
         )
-        broker = Broker(config, self.reactor, logs, store)
+        broker = Broker(config, self.reactor, logs, store, metrics=self.metrics)
         broker.fetchers = ReplicaFetchers(
             broker,
             lambda host, port, factory: self.reactor.connectTCP(
@@ -117,7 +147,7 @@ class BrokerService(Service):
         yield broker.start()
         self.broker = broker
         self.factory = factory = BrokerFactory(
-            build_dispatcher(broker),
+            MeteredDispatcher(build_dispatcher(broker), self.metrics, self.reactor.seconds),
             max_frame_bytes=config.max_frame_bytes,
             max_in_flight=config.max_in_flight_requests,
             open_replication=lambda write, disconnect: ReplicaSession(broker, write, disconnect),
@@ -126,6 +156,7 @@ class BrokerService(Service):
             config.listen_port, factory, interface=config.listen_host
         )
         broker.advertised_port = config.advertised_port or self.port.getHost().port
+        self.metrics.watch(broker, lambda: max(0, len(factory.connections) - len(broker.sessions)))
         yield broker.join()
         self._every(config.retention_check_interval_ms, logs.apply_retention)
         self._every(config.checkpoint_interval_ms, logs.checkpoint_recovery_points)
@@ -169,6 +200,8 @@ class BrokerService(Service):
         for fd in self._locks:
             os.close(fd)
         self._locks.clear()
+        if self.ops_port is not None:
+            yield self.ops_port.stopListening()
 
 
 def _lock_data_dir(data_dir: str) -> int:

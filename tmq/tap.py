@@ -9,10 +9,15 @@ from __future__ import annotations
 import os
 import re
 import socket
+import sys
 
+from twisted.application.service import MultiService, Service
+from twisted.logger import ILogObserver
 from twisted.python import usage
 
 from tmq.broker.config import BrokerConfig
+from tmq.ops.http import parse_address
+from tmq.ops.logs import LOG_FORMATS, log_observer
 from tmq.process import tune_gc
 from tmq.service import BrokerService
 
@@ -60,6 +65,20 @@ class Options(usage.Options):
         ],
         ["rack", None, None, "rack of this broker (replica placement)"],
         ["cluster-id", None, "tmq", "cluster id reported to clients"],
+        [
+            "metrics-listen",
+            None,
+            None,
+            "HOST:PORT serving /metrics (Prometheus), /healthz and /readyz over HTTP "
+            "(default: none)",
+        ],
+        [
+            "log-format",
+            None,
+            LOG_FORMATS[0],
+            "log lines: text, or json (one object per line with time, level, namespace, "
+            "message; under twistd -n on standard output)",
+        ],
     ]
 
     def __init__(self):
@@ -93,6 +112,10 @@ class Options(usage.Options):
             self["data-dirs"] = [self["data-dir"]]
         if not self["data-dirs"]:
             raise usage.UsageError("--data-dir is required")
+        if self["log-format"] not in LOG_FORMATS:
+            raise usage.UsageError(
+                f"--log-format takes {' or '.join(LOG_FORMATS)}, not {self['log-format']!r}"
+            )
         self["config"] = config_from_options(self)
 
 
@@ -131,6 +154,11 @@ def config_from_options(options: Options) -> BrokerConfig:
     :raises usage.UsageError: a bad value, with what is allowed.
     """
     host, port = _host_port(options["listen"], "listen")
+    if options["metrics-listen"] is not None:
+        try:
+            parse_address(options["metrics-listen"])
+        except ValueError as error:
+            raise usage.UsageError(f"--metrics-listen {error}") from None
     if options["advertise"]:
         advertised_host, advertised_port = _host_port(options["advertise"], "advertise")
     else:
@@ -146,6 +174,7 @@ def config_from_options(options: Options) -> BrokerConfig:
         cluster_id=options["cluster-id"],
         rack=options["rack"],
         etcd_endpoints=_etcd_endpoints(options["metadata"]),
+        metrics_listen=options["metrics-listen"],
     )
     try:
         return config.with_properties(options["set"])
@@ -153,9 +182,29 @@ def config_from_options(options: Options) -> BrokerConfig:
         raise usage.UsageError(f"--set: {error}") from None
 
 
-def makeService(options: Options) -> BrokerService:
-    """The broker service for twistd (which provides the reactor)."""
+def makeService(options: Options) -> Service:
+    """The broker service for twistd (which provides the reactor); with ``--log-format
+    json`` wrapped in a ``_LoggingTo``, which makes twistd log JSON lines to standard
+    output."""
     from twisted.internet import reactor
 
     tune_gc()
-    return BrokerService(options["config"], reactor)
+    service = BrokerService(options["config"], reactor)
+    if options["log-format"] == "text":
+        return service
+    return _LoggingTo(service, log_observer(options["log-format"], sys.stdout))
+
+
+class _LoggingTo(MultiService):
+    """Holds ``service`` and chooses twistd's log observer: twistd begins logging to the
+    ``ILogObserver`` component of its application, which it reads after adding this service
+    to the application."""
+
+    def __init__(self, service: Service, observer: ILogObserver):
+        super().__init__()
+        service.setServiceParent(self)
+        self._observer = observer
+
+    def setServiceParent(self, parent) -> None:
+        parent.setComponent(ILogObserver, self._observer)
+        super().setServiceParent(parent)

@@ -9,7 +9,8 @@ answers, and again whenever it goes away, without a restart.
 exists; every process accepts connections on the shared socket with its own reactor and
 database connections (one CPython process is the limit of one API otherwise). A worker dies
 with its parent (SIGTERM); the parent stops the workers when it stops, and stops (status 1)
-when a worker dies, so whatever supervises the API restarts it whole.
+when a worker dies, so whatever supervises the API restarts it whole. Each process counts
+its own requests: ``/metrics`` shows those of the process that took the scrape.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import socket
 import sys
 
 from .errors import CommandError
+from .ops import add_log_format_option
 from .processes import die_with_parent_hook
 
 __all__ = ["add_parser"]
@@ -34,8 +36,9 @@ def add_parser(commands) -> None:
         description=(
             "Serve GPUs, samples and aggregates from the database tmq sink writes, as JSON "
             "over HTTP: /api/v1/gpus, /api/v1/gpus/{uuid}/telemetry|metrics|latest, "
-            "/healthz, /readyz, the OpenAPI document at /openapi.json and Swagger UI at "
-            "/swagger/index.html (served locally, no internet needed)."
+            "/healthz, /readyz, Prometheus metrics at /metrics, the OpenAPI document at "
+            "/openapi.json and Swagger UI at /swagger/index.html (served locally, no "
+            "internet needed)."
         ),
     )
     parser.add_argument(
@@ -76,6 +79,7 @@ def add_parser(commands) -> None:
         action="store_true",
         help="log every request to stderr (combined log format)",
     )
+    add_log_format_option(parser)
     parser.set_defaults(run=_run, api_parser=parser)
 
 
@@ -142,14 +146,14 @@ def _serve(args: argparse.Namespace, listener: socket.socket, workers: list[int]
     """Serve ``listener`` until stopped; ``workers``: the pids of forked workers, which this
     process stops with it (and stops with any of them)."""
     from twisted.internet import reactor, task
-    from twisted.logger import globalLogBeginner, textFileLogObserver
     from twisted.web.server import Site
 
     from tmq.api.app import TelemetryApi
     from tmq.api.database import Database
     from tmq.api.store import PostgresStore
+    from tmq.ops.logs import begin_logging
 
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
+    begin_logging(args.log_format)
     database = Database(
         reactor, args.dsn, size=args.pool_size, statement_timeout_ms=args.statement_timeout_ms
     )

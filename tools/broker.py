@@ -43,16 +43,16 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     if options.get("help"):  # pragma: no cover - parseOptions exits for --help
         return 0
-    return _serve(options["config"])
+    return _serve(options["config"], options["log-format"])
 
 
-def _serve(config) -> int:
+def _serve(config, log_format: str) -> int:
     from twisted.internet import reactor
-    from twisted.logger import globalLogBeginner, textFileLogObserver
 
+    from tmq.ops.logs import begin_logging
     from tmq.service import BrokerService
 
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
+    begin_logging(log_format)
     failures = []
 
     def failed(failure):

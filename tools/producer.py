@@ -20,6 +20,7 @@ import time
 
 from .clients import bootstrap_option
 from .errors import CommandError
+from .ops import add_log_format_option, add_metrics_listen_option
 
 __all__ = ["add_parser"]
 
@@ -85,6 +86,8 @@ def add_parser(commands) -> None:
         default="auto",
         help="progress line on stderr: auto draws it on a terminal (default)",
     )
+    add_metrics_listen_option(parser)
+    add_log_format_option(parser)
     bootstrap_option(parser)
     parser.set_defaults(run=_run, producer_parser=parser)
 
@@ -119,10 +122,15 @@ def _run(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace, rejects) -> int:
     from twisted.internet import defer, reactor
+    from twisted.internet.error import CannotListenError
 
     from tmq.client import Cluster, Producer
+    from tmq.ops.http import listen
+    from tmq.ops.logs import begin_logging
+    from tmq.telemetry.metrics import PublisherMetrics, cluster_readiness
     from tmq.telemetry.publisher import Publisher
 
+    begin_logging(args.log_format)
     cluster = Cluster(reactor, args.bootstrap)
     producer = Producer(
         cluster,
@@ -147,6 +155,17 @@ def _serve(args: argparse.Namespace, rejects) -> int:
     progress = _Progress(publisher, args.progress)
     outcome: dict = {}
     stopping = [False]
+    if args.metrics_listen is not None:
+        # served until the reactor stops (which closes every listening port)
+        try:
+            listen(
+                reactor,
+                args.metrics_listen,
+                PublisherMetrics(publisher).registry,
+                functools.partial(cluster_readiness, cluster),
+            )
+        except CannotListenError as error:
+            raise CommandError(f"--metrics-listen {args.metrics_listen}: {error}") from None
 
     async def main() -> None:
         try:

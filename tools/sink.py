@@ -14,6 +14,7 @@ import sys
 
 from .clients import bootstrap_option
 from .errors import CommandError
+from .ops import add_log_format_option, add_metrics_listen_option
 
 __all__ = ["WRITERS", "add_parser"]
 
@@ -88,6 +89,8 @@ def add_parser(commands) -> None:
         default=10,
         help="seconds between status lines on stderr, 0 for none (default %(default)s)",
     )
+    add_metrics_listen_option(parser)
+    add_log_format_option(parser)
     bootstrap_option(parser)
     parser.set_defaults(run=_run, sink_parser=parser)
 
@@ -125,23 +128,23 @@ def _migrate(dsn: str) -> None:
 
 def _serve(args: argparse.Namespace, instance_id: str) -> int:
     from twisted.internet import reactor, task
-    from twisted.logger import globalLogBeginner, textFileLogObserver
+    from twisted.internet.error import CannotListenError
     from twisted.python.threadpool import ThreadPool
 
     from tmq.client import Cluster
+    from tmq.ops.http import listen
+    from tmq.ops.logs import begin_logging
     from tmq.sink.membership import Membership
     from tmq.sink.service import SinkService
     from tmq.sink.writer import CopyWriter, TxPostgresWriter
 
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
+    begin_logging(args.log_format)
     pools = [ThreadPool(1, 1, "tmq-sink-membership")]
     if args.writer == "copy":
         pools.append(ThreadPool(1, 1, "tmq-sink-writer"))
         writer = CopyWriter(reactor, pools[1], args.dsn)
     else:
         writer = TxPostgresWriter(reactor, args.dsn)
-    for pool in pools:
-        pool.start()
     membership = Membership(
         reactor, pools[0], args.dsn, group=args.group, topic=args.topic, instance_id=instance_id
     )
@@ -156,6 +159,14 @@ def _serve(args: argparse.Namespace, instance_id: str) -> int:
         retention_days=args.retention_days,
         retention_interval_s=args.retention_interval,
     )
+    if args.metrics_listen is not None:
+        # served until the reactor stops (which closes every listening port)
+        try:
+            listen(reactor, args.metrics_listen, service.metrics.registry, service.readiness)
+        except CannotListenError as error:
+            raise CommandError(f"--metrics-listen {args.metrics_listen}: {error}") from None
+    for pool in pools:
+        pool.start()
     failures = []
 
     def start():

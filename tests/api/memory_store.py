@@ -55,6 +55,9 @@ class MemoryStore:
         }
         self._rows.append((gpu, time, sample))
 
+    def available(self) -> bool:
+        return not self.down
+
     def _answer(self, compute) -> Deferred:
         if self.down:
             return fail(DatabaseUnavailable("PostgreSQL is unreachable: (memory store down)"))

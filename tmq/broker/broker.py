@@ -67,6 +67,7 @@ from tmq.storage.errors import LogError
 from tmq.storage.log_manager import LogManager
 
 from .config import BrokerConfig
+from .metrics import BrokerMetrics
 from .partition import Partition
 from .producer_state import ProducerStateManager
 from .purgatory import Purgatory
@@ -105,6 +106,8 @@ class Broker:
 
     :param clock: the reactor (``seconds``, ``callLater``, ``callFromThread``).
     :param monotonic: the monotonic clock lease deadlines are kept on.
+    :param metrics: where appends, fetches and ISR changes are counted (a new
+        ``BrokerMetrics`` by default).
     """
 
     def __init__(
@@ -115,8 +118,10 @@ class Broker:
         store: MetadataStore,
         *,
         monotonic: Callable[[], float] = time.monotonic,
+        metrics: BrokerMetrics | None = None,
     ):
         self.config = config
+        self.metrics = metrics if metrics is not None else BrokerMetrics()
         self.clock = clock
         self.logs = logs
         self.store = store
@@ -364,6 +369,7 @@ class Broker:
 
     def _topic_deleted(self, name: str) -> None:
         self.topics.pop(name, None)
+        self.metrics.forget_topic(name)
         for key in [k for k in self.states if k[0] == name]:
             del self.states[key]
             self._drop_leader(key)
@@ -543,6 +549,7 @@ class Broker:
 
         def done(stored: PartitionState) -> None:
             self._isr_writes.discard(key)
+            (self.metrics.isr_expands if expanding else self.metrics.isr_shrinks).inc()
             if self._newer_state(key, stored):
                 self._apply(key)
 

@@ -39,6 +39,8 @@ class BrokerConfig:
     rack: str | None = None
     #: etcd endpoints of the cluster metadata; empty: the local store in the first data dir.
     etcd_endpoints: tuple[tuple[str, int], ...] = ()
+    #: HOST:PORT serving /metrics, /healthz and /readyz over HTTP; ``None``: no such server.
+    metrics_listen: str | None = None
     log: LogConfig = dataclasses.field(default_factory=LogConfig)
     auto_create_topics: bool = True
     num_partitions: int = 1

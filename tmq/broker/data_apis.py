@@ -92,7 +92,12 @@ def produce(broker: Broker, header: RequestHeader, request: dict):
                 continue
             outcome = partition.append(data["records"])
             outcomes[key] = outcome
-            if acks == 0 or outcome.error != ErrorCode.NONE:
+            if outcome.error != ErrorCode.NONE:
+                continue
+            if not outcome.duplicate:
+                count = outcome.last_offset - outcome.base_offset + 1
+                broker.metrics.appended(name, len(data["records"]), count)
+            if acks == 0:
                 continue
             if _waits_for_fsync(partition):
                 waits.append((key, partition.log.durable(outcome.last_offset)))
@@ -193,7 +198,7 @@ def fetch(broker: Broker, header: RequestHeader, request: dict):
         return _fetch_error(request, ErrorCode.NOT_LEADER_OR_FOLLOWER)
     response, size = _fetch_now(broker, request)
     if size >= request["min_bytes"] or request["max_wait_ms"] <= 0 or _has_errors(response):
-        return response
+        return _served(broker, response)
     keys = [
         (topic["topic"], partition["partition"])
         for topic in request["topics"]
@@ -203,9 +208,18 @@ def fetch(broker: Broker, header: RequestHeader, request: dict):
     return broker.purgatory.delay(
         keys,
         check=lambda: _available_bytes(broker, request, enough) >= enough,
-        complete=lambda: _fetch_now(broker, request)[0],
+        complete=lambda: _served(broker, _fetch_now(broker, request)[0]),
         timeout_s=request["max_wait_ms"] / 1000,
     )
+
+
+def _served(broker: Broker, response: dict) -> dict:
+    """Count the record bytes of each topic in ``response`` (``bytes_out``); return it."""
+    for topic in response["responses"]:
+        size = sum(len(p.get("records") or b"") for p in topic["partitions"])
+        if size:
+            broker.metrics.fetched(topic["topic"], size)
+    return response
 
 
 def _has_errors(response: dict) -> bool:

@@ -472,6 +472,11 @@ class Cluster:
             timeout_ms=timeout_ms,
         )
 
+    @property
+    def connected(self) -> bool:
+        """Whether a connection to some broker is open now."""
+        return any(connection.is_open for connection in self._connections.values())
+
     def connection(self, node_id: int) -> Deferred:
         """A ready connection to broker ``node_id`` (the existing one, or a new one)."""
         address = self._address_of(node_id)

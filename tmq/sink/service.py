@@ -25,6 +25,9 @@ Retention: with ``retention_days``, rows older than that are deleted every
 
 Stopping finishes the write in progress, releases the locks and leaves the group; records
 fetched but not written are fetched again by whoever owns the partition next.
+
+Operations: ``metrics`` (``SinkMetrics``) holds the instance's Prometheus registry;
+``readiness()`` says whether it is consuming with the database reachable.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from tmq.client import Cluster, Consumer, ConsumerRecord, KafkaError
 from tmq.telemetry.codec import InvalidSample, decode_sample
 
 from .membership import Membership, MembershipLostError
+from .metrics import SinkMetrics
 from .ownership import fair_share, plan
 from .writer import DeadLetter, FencedError, PartitionBatch, TelemetryWriter
 
@@ -140,6 +144,8 @@ class SinkService(Service):
         self._retention_batch_rows = retention_batch_rows
         self._on_batch = on_batch
         self.stats = SinkStats()
+        # why the database is not known to be reachable (None: the last use of it worked)
+        self._database_error: str | None = "not connected yet"
         self._consumer = Consumer(
             cluster,
             auto_offset_reset="earliest",
@@ -158,22 +164,39 @@ class SinkService(Service):
         self._loop: Deferred | None = None
         self._ticker: LoopingCall | None = None
         self._retention: LoopingCall | None = None
+        self.metrics = SinkMetrics(self)  # last: registering it reads the state above
 
     @property
     def owned(self) -> list[int]:
         """The partitions this instance owns now."""
         return sorted(self._expected)
 
+    def lags(self) -> dict[int, int]:
+        """Records behind the high watermark, per owned partition fetched at least once."""
+        lags = {}
+        for partition, expected in self._expected.items():
+            highwater = self._consumer.highwater((self.topic, partition))
+            if highwater is not None:
+                lags[partition] = max(0, highwater - (expected or 0))
+        return lags
+
     def lag(self) -> int | None:
         """Records behind the high watermarks of the owned partitions (``None`` until every
         owned partition has been fetched once)."""
-        total = 0
-        for partition, expected in self._expected.items():
-            highwater = self._consumer.highwater((self.topic, partition))
-            if highwater is None:
-                return None
-            total += max(0, highwater - (expected or 0))
-        return total
+        lags = self.lags()
+        return sum(lags.values()) if len(lags) == len(self._expected) else None
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready while running with the write loop alive and the database reachable (its
+        last use, a heartbeat or a write, worked); an instance owning no partition (more
+        sinks than partitions) is ready too."""
+        if not self._running:
+            return False, "not running"
+        if self._database_error is not None:
+            return False, f"database: {self._database_error}"
+        if self._loop is None or self._loop.called:
+            return False, "the write loop is not running"
+        return True, f"consuming {len(self._expected)} partitions of {self.topic}"
 
     # -- service ---------------------------------------------------------------------------
 
@@ -187,6 +210,7 @@ class SinkService(Service):
         return started
 
     def _started(self, _: Any) -> None:
+        self._database_error = None
         self._ticker = LoopingCall(lambda: ensureDeferred(self._tick()))
         self._ticker.clock = self._reactor
         self._ticker.start(self._heartbeat_s, now=True).addErrback(self._crashed, "heartbeat")
@@ -230,14 +254,17 @@ class SinkService(Service):
     async def _tick(self) -> None:
         try:
             live = await self._membership.heartbeat()
+            self._database_error = None
             info = await self._cluster.topic(self.topic)
         except MembershipLostError as error:
+            self._database_error = str(error)
             self._lose_everything(error)
             return
         except KafkaError as error:
             _log.warn("sink: topic {topic}: {error}", topic=self.topic, error=error)
             return
         except Exception as error:
+            self._database_error = str(error)
             _log.warn("sink: heartbeat failed: {error}", error=error)
             return
         share = fair_share(info.partition_count, live)
@@ -403,6 +430,7 @@ class SinkService(Service):
                     continue
                 except Exception as error:
                     self.stats.write_errors += 1
+                    self._database_error = str(error)
                     _log.warn(
                         "sink: writing {topic} failed ({error}); retrying in {backoff:.1f} s",
                         topic=self.topic,
@@ -431,6 +459,8 @@ class SinkService(Service):
         return PartitionBatch(partition, expected, records[-1].offset + 1, samples, dead)
 
     def _written(self, ready, batches, result, seconds: float) -> None:
+        self._database_error = None
+        self.metrics.batch_duration.observe(seconds)
         stats = self.stats
         stats.write_seconds += seconds
         stats.inserted += result.inserted

@@ -34,6 +34,8 @@ class Flusher:
         one of its logs covered more than one waiter (0 to turn it off).
     :param monotonic: seconds on a monotonic clock (for ``flush.ms``).
     :param sleep: how the thread waits out ``commit_delay``.
+    :param on_flush: called on the flusher thread with the seconds each log's flush took
+        (measured on ``monotonic``), e.g. to feed a histogram.
     """
 
     def __init__(
@@ -43,11 +45,13 @@ class Flusher:
         commit_delay: float = 0.0002,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        on_flush: Callable[[float], None] | None = None,
     ):
         self.name = name
         self.commit_delay = commit_delay
         self._monotonic = monotonic
         self._sleep = sleep
+        self._on_flush = on_flush
         self._concurrent: set[PartitionLog] = set()
         self._condition = threading.Condition()
         self._queue: dict[PartitionLog, None] = {}
@@ -113,7 +117,11 @@ class Flusher:
         if self.commit_delay and any(log in self._concurrent for log in logs):
             self._sleep(self.commit_delay)
         for log in logs:
-            if log.flush() > 1:
+            started = self._monotonic()
+            resolved = log.flush()
+            if self._on_flush is not None:
+                self._on_flush(self._monotonic() - started)
+            if resolved > 1:
                 self._concurrent.add(log)
             else:
                 self._concurrent.discard(log)

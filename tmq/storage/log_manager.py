@@ -48,6 +48,7 @@ class LogManager:
     :param data_dirs: absolute paths; created if missing.
     :param topic_config: the ``LogConfig`` of a topic (its overrides on the broker defaults).
     :param clock: milliseconds since the epoch.
+    :param on_fsync: given to every data directory's ``Flusher`` as ``on_flush``.
     """
 
     def __init__(
@@ -56,6 +57,8 @@ class LogManager:
         data_dirs: list[str],
         topic_config: Callable[[str], LogConfig],
         clock: Callable[[], int],
+        *,
+        on_fsync: Callable[[float], None] | None = None,
     ):
         if not data_dirs:
             raise ValueError("at least one data directory is needed")
@@ -65,7 +68,9 @@ class LogManager:
         self.clock = clock
         self.logs: dict[TopicPartition, PartitionLog] = {}
         self._dir_of: dict[TopicPartition, str] = {}
-        self.flushers = {d: Flusher(posixpath.basename(d) or d) for d in self.data_dirs}
+        self.flushers = {
+            d: Flusher(posixpath.basename(d) or d, on_flush=on_fsync) for d in self.data_dirs
+        }
 
     # -- lifecycle --------------------------------------------------------------------------
 
