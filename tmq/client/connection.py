@@ -28,9 +28,9 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
+from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -94,9 +94,23 @@ def tcp_connector(reactor: Any, connect_timeout_s: float = 10.0) -> Connector:
 
     def connect(host: str, port: int, protocol: KafkaConnection) -> Deferred:
         endpoint = HostnameEndpoint(reactor, host, port, timeout=connect_timeout_s)
-        return connectProtocol(endpoint, protocol)
+        return endpoint.connect(_OneConnection(protocol))
 
     return connect
+
+
+class _OneConnection(Factory):
+    """The factory of one connection attempt: ``protocol`` itself. Not noisy: Twisted's own
+    (``connectProtocol``) logs a start and a stop line per attempt, a flood in a client's log
+    while a broker is down."""
+
+    noisy = False
+
+    def __init__(self, protocol: KafkaConnection):
+        self._protocol = protocol
+
+    def buildProtocol(self, addr) -> KafkaConnection:
+        return self._protocol
 
 
 def _parse_api_versions(body: memoryview, version: int) -> Any:
