@@ -8,10 +8,11 @@ SHELL := /bin/bash
 VENV := .venv
 TOX := $(VENV)/bin/tox
 # The matrix of tox.ini and the interpreters it needs.
-TOX_ENVS := py311,py312,py313,lint,integration
+# integration first: the longest env starts at once (tox run-parallel keeps this order)
+TOX_ENVS := integration,py311,py312,py313,lint,chart
 PYTHONS := 3.11 3.12 3.13
 
-.PHONY: help test lint openapi dev clean
+.PHONY: help test lint openapi dev demo clean
 
 help: ## List the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
@@ -37,6 +38,20 @@ openapi: ## Regenerate api/openapi.json from tmq.api (commit the result)
 dev: ## Editable install of tmq with the dev tools into .venv
 	.ci/bootstrap $(VENV)
 	$(VENV)/bin/python -m pip install -e '.[dev]'
+
+# The whole pipeline on this machine, set up from nothing on a fresh Debian: the system packages
+# (.ci/system-packages: PostgreSQL and etcd among them), the virtualenv, and tmq installed into
+# it (a regular install; an editable one from `make dev` is used as it is, not replaced). Extra
+# options go through DEMO_ARGS, e.g. make demo DEMO_ARGS='--api-listen 127.0.0.1:8081 --keep'.
+demo: ## Run the whole pipeline on this machine (tmq demo) until Ctrl-C; sets up what is missing
+	.ci/system-packages
+	.ci/bootstrap $(VENV)
+	@if $(VENV)/bin/python -m pip show tmq 2>/dev/null | grep '^Editable project location:' >/dev/null; then \
+		echo "make demo: using the editable install of tmq in $(VENV)"; \
+	else \
+		$(VENV)/bin/python -m pip install .; \
+	fi
+	$(VENV)/bin/tmq demo $(DEMO_ARGS)
 
 clean: ## Remove tox envs, build output and caches (keeps .venv)
 	rm -rf .tox build dist ./*.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -52,7 +52,7 @@ from .bench_clients import (
 from .errors import CommandError
 from .etcd import INSTALL_HINT, EtcdError, ThrowawayEtcd
 
-__all__ = ["CLUSTER_FLOORS", "BenchCluster", "compare_replicas", "run_cluster_bench"]
+__all__ = ["CLUSTER_FLOORS", "BenchCluster", "compare_replicas", "in_sync", "run_cluster_bench"]
 
 #: Floors of the cluster benchmark (messages per second), by (benchmark, client, replication
 #: factor, acks); 3 brokers on one machine, flush.policy=always, min.insync.replicas=2.
@@ -190,14 +190,16 @@ async def _create_topics(
                 described = await admin.describe_topics(list(topics))
             except KafkaError:
                 described = {}
-            if all(_in_sync(described.get(name), partitions, topics[name][0]) for name in topics):
+            if all(in_sync(described.get(name), partitions, topics[name][0]) for name in topics):
                 return
             await pause("the topics' partitions did not get a leader and a full ISR")
     finally:
         cluster.close()
 
 
-def _in_sync(topic, partitions: int, factor: int) -> bool:
+def in_sync(topic, partitions: int, factor: int) -> bool:
+    """Whether ``topic`` (a ``describe_topics`` entry, or ``None``) has ``partitions``
+    partitions, each with a leader and ``factor`` replicas, all in its ISR."""
     if topic is None or topic.error_code or topic.partition_count != partitions:
         return False
     return all(

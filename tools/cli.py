@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from tmq.process import tune_gc
 
-from . import api, bench, broker, clients, debug, gen, producer, sink
+from . import api, bench, broker, clients, debug, demo, gen, producer, sink
 from .errors import CommandError
 
 __all__ = ["build_parser", "main"]
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_parser(commands)
     clients.add_parsers(commands)
     debug.add_parser(commands)
+    demo.add_parser(commands)
     bench.add_parser(commands)
     gen.add_parser(commands)
     producer.add_parser(commands)

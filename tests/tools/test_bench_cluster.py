@@ -109,7 +109,7 @@ class InSyncTests:
     def test_every_partition_with_a_leader_and_full_isr(self):
         """Ready: the partitions exist, each has a leader and its replicas all in the ISR."""
         topic = TopicInfo("t", {0: _partition(), 1: _partition(index=1, isr=(3, 2, 1))})
-        assert bench_cluster._in_sync(topic, 2, 3)
+        assert bench_cluster.in_sync(topic, 2, 3)
 
     @pytest.mark.parametrize(
         "partition",
@@ -118,12 +118,12 @@ class InSyncTests:
     def test_no_leader_a_short_isr_or_too_few_replicas_is_not_ready(self, partition):
         """A partition without a leader, with a replica out of the ISR, or with fewer replicas
         than asked for is not ready."""
-        assert not bench_cluster._in_sync(TopicInfo("t", {0: partition}), 1, 3)
+        assert not bench_cluster.in_sync(TopicInfo("t", {0: partition}), 1, 3)
 
     def test_an_unknown_topic_or_missing_partitions_is_not_ready(self):
         """No topic yet, or fewer partitions than asked for, is not ready."""
-        assert not bench_cluster._in_sync(None, 1, 3)
-        assert not bench_cluster._in_sync(TopicInfo("t", {0: _partition()}), 2, 3)
+        assert not bench_cluster.in_sync(None, 1, 3)
+        assert not bench_cluster.in_sync(TopicInfo("t", {0: _partition()}), 2, 3)
 
 
 class LogProblemsTests:
