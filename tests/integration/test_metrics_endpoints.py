@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 
 from integration_helpers import BrokerProcess, assert_no_traceback, free_port
+from pipeline_helpers import run_tmq
 
 
 class MetricsBrokerProcess(BrokerProcess):
@@ -49,17 +48,6 @@ def sample(text: str, name: str) -> float:
     return 0.0
 
 
-def tmq(*args: str, cwd, data: bytes | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "tmq.tools.cli", *args],
-        input=data,
-        capture_output=True,
-        timeout=60,
-        cwd=cwd,  # not the repo root, whose tmq/ would shadow the installed package
-        check=False,
-    )
-
-
 def ready_within(port: int, seconds: float) -> tuple[int, dict]:
     """Poll /readyz until it answers 200 or ``seconds`` pass; its last answer."""
     deadline = time.monotonic() + seconds
@@ -84,12 +72,12 @@ def test_scraping_a_broker_after_producing(tmp_path):
         assert get(port, "/healthz")[::2] == (200, b'{"status": "ok"}\n')
         assert ready_within(port, 10) == (200, {"status": "ready"})
         boot = ["--bootstrap", broker.bootstrap]
-        created = tmq("topics", "create", "m", "--partitions", "1", *boot, cwd=tmp_path)
+        created = run_tmq("topics", "create", "m", "--partitions", "1", *boot, cwd=tmp_path)
         assert created.returncode == 0, created.stderr
         lines = b"".join(b"record %d\n" % i for i in range(20))
-        produced = tmq("produce", "m", *boot, cwd=tmp_path, data=lines)
+        produced = run_tmq("produce", "m", *boot, cwd=tmp_path, stdin=lines)
         assert produced.returncode == 0, produced.stderr
-        consumed = tmq(
+        consumed = run_tmq(
             "consume", "m", "--from-beginning", "--max-messages", "20", *boot, cwd=tmp_path
         )
         assert consumed.returncode == 0, consumed.stderr
