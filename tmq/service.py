@@ -189,19 +189,23 @@ class BrokerService(Service):
                 loop.stop()
         if self.port is not None:
             yield self.port.stopListening()
-        if self.broker is not None:
-            # finish in-flight requests: delayed fetches now, produces once durable
-            self.broker.purgatory.complete_all()
-            if self.factory is not None:
-                yield self.factory.drain(self.reactor, _DRAIN_TIMEOUT_S)
-            yield self.broker.stop()
-            yield self.broker.store.close()
-            _log.info("broker {id} stopped cleanly", id=self.config.broker_id)
-        for fd in self._locks:
-            os.close(fd)
-        self._locks.clear()
-        if self.ops_port is not None:
-            yield self.ops_port.stopListening()
+        try:
+            if self.broker is not None:
+                # finish in-flight requests: delayed fetches now, produces once durable
+                self.broker.purgatory.complete_all()
+                if self.factory is not None:
+                    yield self.factory.drain(self.reactor, _DRAIN_TIMEOUT_S)
+                yield self.broker.stop()
+                _log.info("broker {id} stopped cleanly", id=self.config.broker_id)
+        finally:
+            # whatever failed above: the store's threads must end, or the process never exits
+            if self.broker is not None:
+                yield self.broker.store.close()
+            for fd in self._locks:
+                os.close(fd)
+            self._locks.clear()
+            if self.ops_port is not None:
+                yield self.ops_port.stopListening()
 
 
 def _lock_data_dir(data_dir: str) -> int:

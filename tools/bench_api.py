@@ -272,7 +272,8 @@ def _run(args: argparse.Namespace) -> int:
     if problem:
         args.bench_parser.error(problem)
     wrk = require_wrk()
-    previous = signal.signal(signal.SIGTERM, _interrupted)  # clean up as on Ctrl-C
+    # clean up as on Ctrl-C; SIGINT set too, in case it was ignored when this process started
+    previous = {n: signal.signal(n, _interrupted) for n in (signal.SIGTERM, signal.SIGINT)}
     try:
         results = run_api_bench(
             dsn=args.dsn,
@@ -291,7 +292,8 @@ def _run(args: argparse.Namespace) -> int:
             progress=sys.stderr,
         )
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():  # None: not set from Python
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
     json.dump(results, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0 if results["verified"] and results["errors"] == 0 else 1

@@ -694,7 +694,10 @@ def _run(args: argparse.Namespace) -> int:
     console = Console(sys.stdout)
     workdir, created = _prepare_workdir(args.workdir)
     handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    # SIGINT too: a process started with SIGINT ignored (a background job, some supervisors)
+    # would otherwise not stop on Ctrl-C or kill -INT
+    for number in handlers:
+        signal.signal(number, _raise_interrupt)
     demo: Demo | None = None
     clean = False
     try:

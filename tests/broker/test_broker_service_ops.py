@@ -11,6 +11,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from tmq.broker.config import BrokerConfig
 from tmq.broker.metrics import MeteredDispatcher
+from tmq.cluster.store import MetadataStoreError
 from tmq.service import BrokerService
 
 
@@ -75,3 +76,24 @@ class BrokerServiceOpsTests:
         service.startService()
         assert [port for port, *_ in service.reactor.tcpServers] == [9092]
         service.stopService()
+
+    def test_a_failing_broker_stop_still_closes_the_store(self, service):
+        """When stopping the broker fails, stopService still closes the metadata store (whose
+        threads would otherwise keep the process from exiting) and the metrics listener,
+        and reports the failure."""
+        service.startService()
+        store = service.broker.store
+
+        def broken_stop():
+            raise OSError("disk gone")
+
+        service.broker.stop = broken_stop
+        stopped = []
+        service.ops_port.stopListening = lambda: stopped.append(True)
+        outcome = []
+        service.stopService().addBoth(outcome.append)
+        assert isinstance(outcome[0].value, OSError)
+        refused = []
+        store.topics().addErrback(refused.append)  # a closed store refuses every call
+        assert refused and refused[0].check(MetadataStoreError)
+        assert stopped == [True]

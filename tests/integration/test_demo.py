@@ -86,8 +86,12 @@ class DemoProcess:
         return {name: int(pid) for name, pid in SERVICE_LINE.findall(self.output)}
 
     def stopped(self, timeout: float) -> int:
-        """Wait for the exit (the reader done too); its status."""
-        status = self.process.wait(timeout)
+        """Wait for the exit (the reader done too); its status. Fails with the output when
+        the demo has not exited within ``timeout``."""
+        try:
+            status = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the demo did not exit within {timeout:.0f} s; its output:\n{self.output}")
         self._reader.join(10)
         return status
 

@@ -207,6 +207,15 @@ def test_f7_divergent_tails_after_a_double_crash_converge(cluster_factory):
             "an acks=1 write to the restarted leader",
         )
     cluster.broker(follower).restart()
+    # The ISR may still name the follower from before the crash (its lease outlived the
+    # leader's restart) until the leader shrinks it: a full ISR alone does not say the
+    # follower caught up, a high watermark at the leader's end does.
+    wait_for(
+        lambda: cluster.high_watermarks("f7", [0])[0] == 29,
+        60,
+        "the high watermark at the leader's log end",
+        *cluster.brokers.values(),
+    )
     cluster.wait_for_isr("f7", 0, timeout=60)
     hws = cluster.high_watermarks("f7", [0])
     cluster.stop_brokers()
