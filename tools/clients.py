@@ -474,7 +474,9 @@ def _delete(args) -> int:
 
 @_client_errors
 def _produce(args) -> int:
-    from tmq.client.sync import SyncProducer
+    from tmq.client.errors import BrokerResponseError
+    from tmq.client.sync import SyncAdmin, SyncProducer
+    from tmq.protocol.errors import ErrorCode
 
     acks = _ACKS[args.acks]
     key = args.key.encode() if args.key is not None else None
@@ -482,6 +484,16 @@ def _produce(args) -> int:
     if acks != -1:
         options["idempotent"] = False
         print("tmq produce: acks other than all turn idempotence off", file=sys.stderr)
+    with SyncAdmin(args.bootstrap) as admin:
+        try:  # at once, rather than after the producer's delivery timeout
+            admin.describe_topics([args.topic])
+        except BrokerResponseError as error:
+            if error.error_code != ErrorCode.UNKNOWN_TOPIC_OR_PARTITION:
+                raise
+            raise CommandError(
+                f"topic {args.topic!r} does not exist: create it first "
+                f"(tmq topics create {args.topic} --partitions N)"
+            ) from None
     futures = []
     with SyncProducer(args.bootstrap, **options) as producer:
         for line in sys.stdin.buffer:

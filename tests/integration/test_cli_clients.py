@@ -61,3 +61,15 @@ def test_cli_round_trip(broker, tmp_path):
     again = tmq("topics", "delete", "cli", *boot, cwd=tmp_path)
     assert again.returncode == 1
     assert again.stderr.count(b"\n") == 1
+
+
+def test_producing_to_a_missing_topic_says_how_to_create_it(broker, tmp_path):
+    """``tmq produce`` to a topic that does not exist exits 1 at once (not after the
+    producer's delivery timeout, which the 60 s limit of ``tmq`` here would exceed) with one
+    line naming the command that creates the topic."""
+    boot = ["--bootstrap", broker.bootstrap]
+    produced = tmq("produce", "nowhere", *boot, cwd=tmp_path, data=b"a\nb\n")
+    assert produced.returncode == 1
+    assert produced.stderr.count(b"\n") == 1
+    assert b"topic 'nowhere' does not exist" in produced.stderr
+    assert b"tmq topics create nowhere --partitions N" in produced.stderr
