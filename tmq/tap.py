@@ -25,10 +25,10 @@ __all__ = ["Options", "config_from_options", "makeService"]
 
 
 def _host_port(text: str, option: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise usage.UsageError(f"--{option} takes HOST:PORT, not {text!r}")
-    return host or "0.0.0.0", int(port)
+    try:
+        return parse_address(text)
+    except ValueError as error:
+        raise usage.UsageError(f"--{option} {error}") from None
 
 
 class Options(usage.Options):
@@ -155,10 +155,7 @@ def config_from_options(options: Options) -> BrokerConfig:
     """
     host, port = _host_port(options["listen"], "listen")
     if options["metrics-listen"] is not None:
-        try:
-            parse_address(options["metrics-listen"])
-        except ValueError as error:
-            raise usage.UsageError(f"--metrics-listen {error}") from None
+        _host_port(options["metrics-listen"], "metrics-listen")
     if options["advertise"]:
         advertised_host, advertised_port = _host_port(options["advertise"], "advertise")
     else:

@@ -84,10 +84,12 @@ def add_parser(commands) -> None:
 
 
 def _listen_address(parser: argparse.ArgumentParser, text: str) -> tuple[str, int]:
-    host, colon, port = text.rpartition(":")
-    if not colon or not port.isdigit() or int(port) > 65535:
-        parser.error(f"--listen takes HOST:PORT, not {text!r}")
-    return host.strip("[]") or "0.0.0.0", int(port)
+    from tmq.ops.http import parse_address
+
+    try:
+        return parse_address(text)
+    except ValueError as error:
+        parser.error(f"--listen {error}")
 
 
 def _run(args: argparse.Namespace) -> int:

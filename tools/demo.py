@@ -135,10 +135,15 @@ def listen_address(text: str) -> tuple[str, int]:
 
     :raises argparse.ArgumentTypeError: not ``HOST:PORT`` with a port in 1..65535.
     """
-    host, colon, port = text.rpartition(":")
-    if not colon or not port.isdigit() or not 0 < int(port) <= 65535:
+    from tmq.ops.http import parse_address
+
+    try:
+        host, port = parse_address(text)
+    except ValueError:
+        port = 0
+    if port == 0:  # the demo prints the URL: it needs the port beforehand
         raise argparse.ArgumentTypeError(f"takes HOST:PORT with a port in 1..65535, not {text!r}")
-    return host.strip("[]") or "0.0.0.0", int(port)
+    return host, port
 
 
 def url_host(host: str) -> str:

@@ -346,10 +346,12 @@ class _ConsumerProcess:
 
     def pause(self) -> None:
         """SIGSTOP: the consumer (every thread of it) stops, heartbeats included."""
+        from integration_helpers import process_state
+
         os.kill(self.pid, signal.SIGSTOP)
         self.paused = True
         deadline = time.monotonic() + 10
-        while _process_state(self.pid) not in ("T", "t", None):
+        while process_state(self.pid) not in ("T", "t", None):
             assert time.monotonic() < deadline, f"{self.name} did not stop"
             time.sleep(0.02)
 
@@ -366,14 +368,6 @@ class _ConsumerProcess:
         """The partitions it holds now: its last assignment, ``frozenset()`` once revoked,
         ``None`` before the first."""
         raise NotImplementedError
-
-
-def _process_state(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):
-        return None
 
 
 class GroupConsumer(_ConsumerProcess):

@@ -25,7 +25,7 @@ from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from integration_helpers import BrokerProcess, RawClient, free_port, stop_process
+from integration_helpers import BrokerProcess, RawClient, free_port, process_state, stop_process
 from invariants import (
     ReplicaLog,
     replica_log_from_disk,
@@ -151,7 +151,9 @@ class BrokerNode(BrokerProcess):
         self._signal(signal.SIGSTOP)
         self.paused = True
         wait_for(
-            lambda: self._state() in ("T", "t", None), timeout, f"broker {self.broker_id} to stop"
+            lambda: process_state(self.process.pid) in ("T", "t", None),
+            timeout,
+            f"broker {self.broker_id} to stop",
         )
 
     def resume(self, timeout: float = 10.0) -> None:
@@ -159,21 +161,15 @@ class BrokerNode(BrokerProcess):
         self._signal(signal.SIGCONT)
         self.paused = False
         wait_for(
-            lambda: self._state() not in ("T", "t"), timeout, f"broker {self.broker_id} to resume"
+            lambda: process_state(self.process.pid) not in ("T", "t"),
+            timeout,
+            f"broker {self.broker_id} to resume",
         )
 
     def _signal(self, sig: int) -> None:
         if not self.running:
             raise AssertionError(f"broker {self.broker_id} is not running")
         self.process.send_signal(sig)
-
-    def _state(self) -> str | None:
-        """The process state letter of /proc/<pid>/stat (``T`` stopped), ``None`` if gone."""
-        try:
-            with open(f"/proc/{self.process.pid}/stat") as stat:
-                return stat.read().rpartition(")")[2].split()[0]
-        except (OSError, IndexError):
-            return None
 
 
 # -- the cluster -------------------------------------------------------------------------------

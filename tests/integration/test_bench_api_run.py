@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from integration_helpers import alive
 
 TINY = ["--gpus", "4", "--days", "0.1", "--duration", "2", "--rounds", "1"]
 
@@ -39,15 +40,6 @@ def _descendants(pid: int) -> set[int]:
             found.add(child)
             todo.append(child)
     return found
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie does not count)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 def _check_open_loop(summary: dict, rate: float) -> None:
@@ -176,9 +168,9 @@ class BenchApiRunTests:
             bench.wait(120)
             assert bench.returncode == 130, bench.stderr.read()
             deadline = time.monotonic() + 10
-            while any(_alive(pid) for pid in started) and time.monotonic() < deadline:
+            while any(alive(pid) for pid in started) and time.monotonic() < deadline:
                 time.sleep(0.1)
-            assert not [pid for pid in started if _alive(pid)]
+            assert not [pid for pid in started if alive(pid)]
         finally:
             if bench.poll() is None:
                 os.killpg(bench.pid, signal.SIGKILL)

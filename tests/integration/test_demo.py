@@ -21,6 +21,7 @@ from pathlib import Path
 from uuid import uuid4
 
 import pytest
+from integration_helpers import alive
 from process_cluster import processes_mentioning
 
 from tmq.tools.processes import free_port
@@ -148,15 +149,6 @@ def get(url: str) -> tuple[int, str]:
 def gpus_total(api_port: int) -> int | None:
     status, body = get(f"http://127.0.0.1:{api_port}/api/v1/gpus?limit=1")
     return json.loads(body)["total"] if status == 200 else None
-
-
-def alive(pid: int) -> bool:
-    """Whether process ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rpartition(")")[2].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def listening(port: int) -> bool:

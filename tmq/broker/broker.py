@@ -666,7 +666,12 @@ class Broker:
         """
         now = self.now_ms()
         retention_ms = self.config.offsets_retention_minutes * 60_000
-        self.store.offset_groups().addCallback(self._expire_memberless, now - retention_ms)
+        listed = self.store.offset_groups()
+        listed.addCallback(self._expire_memberless, now - retention_ms).addErrback(
+            lambda failure: _log.warn(
+                "offset retention: listing the groups failed: {e}", e=failure.getErrorMessage()
+            )
+        )
         empty = {g.group_id for g in self.groups.groups() if g.state == "Empty"}
         for group in [g for g in self._empty_since if g not in empty]:
             del self._empty_since[group]
